@@ -1,0 +1,141 @@
+"""Typed description of one task of a multi-task database."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+from ..errors import DataError
+
+__all__ = ["TaskKind", "Modality", "TaskSpec", "SPLITS"]
+
+SPLITS = ("train", "val", "test")
+
+
+class TaskKind(str, Enum):
+    """The closed set of task kinds; each has one head, one loss and one metric set."""
+
+    CLASSIFICATION = "classification"  # one label per image, softmax
+    MULTILABEL = "multilabel"  # K independent binary labels per image, sigmoid
+    SEGMENTATION = "segmentation"  # one class index per pixel/voxel, 0 = background
+    DETECTION = "detection"  # boxes (x0, y0, x1, y1) in pixels + a class per box
+
+
+class Modality(str, Enum):
+    """Modality group; decides which input adapter an image enters the encoder through."""
+
+    TOMOGRAPHIC = "tomographic"  # CT / MRI slices or volumes
+    MICROSCOPIC = "microscopic"  # fluorescence, histology, cytology
+    XRAY = "x-ray"  # projection radiography
+    OTHER = "other"  # fundus, dermoscopy, ultrasound, ...
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task of a database.
+
+    Attributes:
+        name: unique identifier, ``[a-z0-9_]+``.
+        kind: the task kind.
+        classes: class names. For segmentation, index 0 is the background class; for
+            detection the names of the box classes (no background entry).
+        modality: modality group.
+        spatial_dims: 2 for images, 3 for volumes.
+        image_size: spatial shape of every stored sample, (H, W) or (D, H, W), in voxels.
+        channels: number of image channels (1 grey, 3 RGB, ...).
+        description: one line for tables and reports.
+        spacing: default pixel/voxel spacing in mm, same order as ``image_size``; ``None``
+            when unknown (distances are then reported in pixels).
+        group: free-form tag, e.g. ``pretrain`` or ``downstream``.
+    """
+
+    name: str
+    kind: TaskKind
+    classes: tuple[str, ...]
+    modality: Modality
+    spatial_dims: int
+    image_size: tuple[int, ...]
+    channels: int
+    description: str = ""
+    spacing: tuple[float, ...] | None = None
+    group: str = "pretrain"
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        where = f"task {self.name!r}"
+        if not self.name or not all(c.isalnum() or c == "_" for c in self.name) or self.name != self.name.lower():
+            raise DataError(f"{where}: name must be lower-case letters, digits and '_'", field="name")
+        object.__setattr__(self, "kind", _enum(TaskKind, self.kind, where, "kind"))
+        object.__setattr__(self, "modality", _enum(Modality, self.modality, where, "modality"))
+        object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))
+        object.__setattr__(self, "image_size", tuple(int(s) for s in self.image_size))
+        if self.spacing is not None:
+            object.__setattr__(self, "spacing", tuple(float(s) for s in self.spacing))
+        if self.spatial_dims not in (2, 3):
+            raise DataError(f"{where}: spatial_dims must be 2 or 3, got {self.spatial_dims}", field="spatial_dims")
+        if len(self.image_size) != self.spatial_dims or min(self.image_size) < 1:
+            raise DataError(
+                f"{where}: image_size must have {self.spatial_dims} positive entries, got {list(self.image_size)}",
+                field="image_size",
+            )
+        if self.spacing is not None and (len(self.spacing) != self.spatial_dims or min(self.spacing) <= 0):
+            raise DataError(f"{where}: spacing must have {self.spatial_dims} positive entries (mm)", field="spacing")
+        if self.channels < 1:
+            raise DataError(f"{where}: channels must be >= 1, got {self.channels}", field="channels")
+        minimum = 2 if self.kind in (TaskKind.CLASSIFICATION, TaskKind.SEGMENTATION) else 1
+        if len(self.classes) < minimum:
+            raise DataError(
+                f"{where}: a {self.kind.value} task needs at least {minimum} class names, got {len(self.classes)}",
+                field="classes",
+            )
+        if len(set(self.classes)) != len(self.classes):
+            raise DataError(f"{where}: class names must be unique", field="classes")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def chance_level(self) -> float:
+        """Accuracy of guessing uniformly (classification) - a floor for sanity checks."""
+        return 1.0 / self.num_classes
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["kind"] = self.kind.value
+        d["modality"] = self.modality.value
+        d["classes"] = list(self.classes)
+        d["image_size"] = list(self.image_size)
+        d["spacing"] = None if self.spacing is None else list(self.spacing)
+        if not d["extra"]:
+            del d["extra"]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "database.yaml") -> "TaskSpec":
+        if not isinstance(d, dict):
+            raise DataError(f"each task entry must be a mapping, got {type(d).__name__}", path=source, field="tasks")
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(d) - known
+        name = d.get("name", "?")
+        if unknown:
+            raise DataError(f"task {name!r}: unknown keys {sorted(unknown)}", path=source, field="tasks")
+        required = ["name", "kind", "classes", "modality", "spatial_dims", "image_size", "channels"]
+        missing = [k for k in required if k not in d]
+        if missing:
+            raise DataError(f"task {name!r}: missing keys {missing}", path=source, field="tasks")
+        try:
+            return cls(**d)
+        except DataError as err:
+            raise DataError(err.message, path=source, field=err.field) from err
+        except (TypeError, ValueError) as err:
+            raise DataError(f"task {name!r}: {err}", path=source, field="tasks") from err
+
+
+def _enum(enum_cls, value, where: str, field_name: str):
+    try:
+        return enum_cls(value)
+    except ValueError as err:
+        valid = ", ".join(m.value for m in enum_cls)
+        raise DataError(f"{where}: {field_name} {value!r} is not one of {valid}", field=field_name) from err
