@@ -131,7 +131,7 @@ class MultiTaskDatabase:
         raw = self.array(task, "images")[index]
         if raw.dtype == np.uint8:
             return raw.astype(np.float32) / 255.0
-        return np.asarray(raw, dtype=np.float32)
+        return np.array(raw, dtype=np.float32)
 
     def target(self, task: str, index: int) -> Any:
         """The label of sample ``index`` in the form its task kind uses.
@@ -143,14 +143,14 @@ class MultiTaskDatabase:
         if kind is TaskKind.CLASSIFICATION:
             return int(self.array(task, "labels")[index])
         if kind is TaskKind.MULTILABEL:
-            return np.asarray(self.array(task, "labels")[index], dtype=np.float32)
+            return np.array(self.array(task, "labels")[index], dtype=np.float32)
         if kind is TaskKind.SEGMENTATION:
-            return np.asarray(self.array(task, "masks")[index], dtype=np.int64)
+            return np.array(self.array(task, "masks")[index], dtype=np.int64)
         off = self.array(task, "box_offsets")
         a, b = int(off[index]), int(off[index + 1])
         return {
-            "boxes": np.asarray(self.array(task, "boxes")[a:b], dtype=np.float32).reshape(-1, 4),
-            "labels": np.asarray(self.array(task, "box_labels")[a:b], dtype=np.int64),
+            "boxes": np.array(self.array(task, "boxes")[a:b], dtype=np.float32).reshape(-1, 4),
+            "labels": np.array(self.array(task, "box_labels")[a:b], dtype=np.int64),
         }
 
     def spacing(self, task: str, index: int) -> tuple[float, ...] | None:

@@ -1,0 +1,130 @@
+"""Per-task datasets, batch collation and endless per-task batch streams.
+
+A batch is a dict::
+
+    {"task": str,
+     "image": FloatTensor (B, C, *image_size),
+     "target": classification LongTensor (B,) | multilabel FloatTensor (B, K)
+               | segmentation LongTensor (B, *image_size)
+               | detection list of B dicts {"boxes": FloatTensor (M, 4), "labels": LongTensor (M,)},
+     "index": LongTensor (B,)  sample indices in the task's arrays,
+     "spacing": FloatTensor (B, spatial_dims) mm, or None when unknown}
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .database import MultiTaskDatabase
+from .tasks import TaskKind
+
+__all__ = ["TaskDataset", "collate", "make_loader", "BatchStream"]
+
+
+class TaskDataset(Dataset):
+    """Samples of one task restricted to ``indices`` (default: the whole split).
+
+    Args:
+        db: an open database (re-opened lazily inside worker processes).
+        task: task name.
+        split: ``train``, ``val`` or ``test``; ignored when ``indices`` is given.
+        indices: explicit sample indices, e.g. from ``db.fraction_indices``.
+        transform: optional ``f(image, target, rng) -> (image, target)`` on numpy arrays.
+    """
+
+    def __init__(self, db: MultiTaskDatabase, task: str, split: str = "train",
+                 indices: Sequence[int] | np.ndarray | None = None,
+                 transform: Callable[..., tuple[np.ndarray, Any]] | None = None):
+        self.db = db
+        self.task = task
+        self.spec = db.task(task)
+        self.indices = np.asarray(db.split_indices(task, split) if indices is None else indices, dtype=np.int64)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, item: int) -> dict[str, Any]:
+        index = int(self.indices[item])
+        image = self.db.image(self.task, index)
+        target = self.db.target(self.task, index)
+        if self.transform is not None:
+            rng = np.random.default_rng([index, torch.initial_seed() % (2**32)])
+            image, target = self.transform(image, target, rng)
+        return {"image": image, "target": target, "index": index, "spacing": self.db.spacing(self.task, index)}
+
+
+def collate(samples: list[dict[str, Any]], task: str, kind: TaskKind) -> dict[str, Any]:
+    """Stack samples of one task into a batch (see the module docstring for the layout)."""
+    image = torch.from_numpy(np.stack([s["image"] for s in samples])).float()
+    targets = [s["target"] for s in samples]
+    if kind is TaskKind.CLASSIFICATION:
+        target: Any = torch.tensor(targets, dtype=torch.long)
+    elif kind is TaskKind.MULTILABEL:
+        target = torch.from_numpy(np.stack(targets)).float()
+    elif kind is TaskKind.SEGMENTATION:
+        target = torch.from_numpy(np.stack(targets)).long()
+    else:
+        target = [{"boxes": torch.from_numpy(t["boxes"]).float().reshape(-1, 4),
+                   "labels": torch.from_numpy(t["labels"]).long()} for t in targets]
+    spacings = [s["spacing"] for s in samples]
+    spacing = None if any(sp is None for sp in spacings) else torch.tensor(spacings, dtype=torch.float32)
+    return {"task": task, "image": image, "target": target,
+            "index": torch.tensor([s["index"] for s in samples], dtype=torch.long), "spacing": spacing}
+
+
+def make_loader(dataset: TaskDataset, batch_size: int, shuffle: bool, seed: int = 0,
+                num_workers: int = 0, drop_last: bool = False) -> DataLoader:
+    """A deterministic DataLoader for one task (shuffle order depends only on ``seed``)."""
+    generator = torch.Generator().manual_seed(seed)
+    task, kind = dataset.task, dataset.spec.kind
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                      num_workers=num_workers, drop_last=drop_last,
+                      collate_fn=lambda s: collate(s, task, kind))
+
+
+class BatchStream:
+    """Endless, resumable stream of shuffled batches of one task.
+
+    The order is a function of ``(seed, epoch)`` only, and the position is two integers, so a
+    trainer can checkpoint ``state_dict()`` and continue exactly where it stopped.
+    """
+
+    def __init__(self, dataset: TaskDataset, batch_size: int, seed: int = 0):
+        if len(dataset) == 0:
+            from ..errors import DataError
+
+            raise DataError(f"task {dataset.task!r}: the selected split is empty", field="splits")
+        self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
+        self.epoch, self.position = 0, 0
+        self._order = self._permutation()
+
+    def _permutation(self) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        return rng.permutation(len(self.dataset))
+
+    def next_batch(self) -> dict[str, Any]:
+        items = []
+        while len(items) < self.batch_size:
+            if self.position >= len(self._order):
+                self.epoch += 1
+                self.position = 0
+                self._order = self._permutation()
+            items.append(self.dataset[int(self._order[self.position])])
+            self.position += 1
+        return collate(items, self.dataset.task, self.dataset.spec.kind)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        while True:
+            yield self.next_batch()
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.seed, self.epoch, self.position = int(state["seed"]), int(state["epoch"]), int(state["position"])
+        self._order = self._permutation()
