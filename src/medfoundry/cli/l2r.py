@@ -1,0 +1,135 @@
+"""``medfoundry l2r``: Learn2Reg evaluation, ranking and a synthetic dataset (thin layer over the API)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import ConfigError
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    help="Learn2Reg: evaluate displacement fields, rank methods, make a synthetic dataset.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_console = Console()
+
+_SUMMARY_KEYS = [
+    ("dice", "Dice"), ("dice_initial", "Dice initial"), ("hd95", "HD95 (vox)"), ("hd95_mm", "HD95 (mm)"),
+    ("tre_lm", "TRE lm (mm)"), ("tre_lm_initial", "TRE lm initial"), ("tre_kp", "TRE kp (mm)"),
+    ("tre_kp_initial", "TRE kp initial"), ("sdlogj_official", "SDlogJ (official)"), ("sdlogj", "SDlogJ (J>0)"),
+    ("folding_percent", "folding %"), ("ndv_percent", "NDV %"), ("runtime_s", "runtime (s)"),
+]
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:.4g}"
+
+
+def _summary_table(results: dict) -> Table:
+    agg = results["aggregates"]
+    table = Table(title=f"{results['task']} / {results['split']} / {results['method']}: "
+                        f"{results['n_pairs'] - results['n_failed']} of {results['n_pairs']} pairs evaluated")
+    table.add_column("figure")
+    table.add_column("mean", justify="right")
+    table.add_column("std", justify="right")
+    for key, label in _SUMMARY_KEYS:
+        if key in agg:
+            table.add_row(label, _fmt(agg[key]["mean"]), _fmt(agg[key]["std"]))
+    for key, label in (("dsc30", "DSC30"), ("tre_lm30", "TRE30 lm (mm)"), ("tre_kp30", "TRE30 kp (mm)")):
+        if key in agg:
+            table.add_row(label, _fmt(agg[key]), "")
+    return table
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    dataset: Annotated[Path, typer.Option("--dataset", help="Learn2Reg dataset folder (dataset JSON, imagesTr, ...).")],
+    fields: Annotated[Path, typer.Option("--fields", help="Folder of disp_FFFF_MMMM.nii.gz/.npz fields (voxels, fixed -> moving).")],
+    out: Annotated[Path, typer.Option("--out", help="Results JSON to write.")],
+    split: Annotated[str, typer.Option("--split", help="val or test.")] = "val",
+    method_name: Annotated[Optional[str], typer.Option("--method-name", help="Method name in the results (default: the fields folder's name).")] = None,
+    official_only: Annotated[bool, typer.Option("--official-only", help="Only the challenge's figures (Dice, HD95 in voxels, TRE, official SDlogJ).")] = False,
+    config: Annotated[Optional[Path], typer.Option("--config", help="Official evaluation config JSON (pairs, metrics, labels, shape, masking).")] = None,
+    runtimes: Annotated[Optional[Path], typer.Option("--runtimes", help="JSON {pair id: seconds} of the method's runtimes.")] = None,
+) -> None:
+    """Evaluate a folder of displacement fields; pairs that fail are listed, the others still count."""
+    from ..evaluation.registration import evaluate_fields
+
+    if split not in ("val", "test"):
+        raise ConfigError(f"--split {split!r}: expected val or test")
+    results = evaluate_fields(dataset, fields, split, config=config, method_name=method_name,
+                              official_only=official_only, runtimes=runtimes, out=out, progress=True)
+    _console.print(_summary_table(results))
+    for fail in results["failed"]:
+        _console.print(f"[red]failed[/] {fail['pair_id']} ({fail['fixed']} -> {fail['moving']}): {fail['error']}",
+                       highlight=False, soft_wrap=True)
+    _console.print(f"results: {out}")
+
+
+@app.command("rank")
+def rank_cmd(
+    results: Annotated[list[Path], typer.Argument(help="Results JSON files (one per method and task).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for ranking.csv, ranking.json, ranking.md and ranking.png.")],
+    alpha: Annotated[float, typer.Option("--alpha", help="Significance level of the Wilcoxon rank-sum tests.")] = 0.05,
+    runtime_max: Annotated[float, typer.Option("--runtime-max", help="Runtime (s) of pairs without one; also the cap.")] = 600.0,
+    sdlogj: Annotated[str, typer.Option("--sdlogj", help="sdlogj_official (challenge) or sdlogj (log J over J > 0).")] = "sdlogj_official",
+) -> None:
+    """Rank methods per task the Learn2Reg way (significance wins -> scores -> geometric mean)."""
+    from ..evaluation.ranking import rank_results
+    from ..utils import atomic_write_json, atomic_write_text
+
+    table = rank_results(results, alpha=alpha, runtime_max_s=runtime_max, sdlogj_key=sdlogj)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "ranking.csv")
+    atomic_write_json(out / "ranking.json", table.to_dict())
+    atomic_write_text(out / "ranking.md", table.to_markdown())
+    table.plot(out / "ranking.png")
+    _console.print(table.to_rich())
+    _console.print(f"written: {out / 'ranking.csv'}, ranking.json, ranking.md, ranking.png")
+
+
+@app.command("make-dataset")
+def make_dataset_cmd(
+    out: Annotated[Path, typer.Argument(help="Destination folder.")],
+    resolution: Annotated[int, typer.Option("--resolution", help="MNI152 template resolution in mm (2 = 99x117x95).")] = 2,
+    pairs: Annotated[int, typer.Option("--pairs", help="Number of validation pairs.")] = 3,
+    test_pairs: Annotated[int, typer.Option("--test-pairs", help="Number of test pairs.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same bytes).")] = 0,
+    magnitude: Annotated[float, typer.Option("--magnitude-mm", help="Largest displacement per axis of the true fields (mm).")] = 15.0,
+) -> None:
+    """Write a Learn2Reg-layout dataset from the MNI152 template with known deformations."""
+    from ..registration.synthetic import make_dataset
+
+    path = make_dataset(out, resolution=resolution, pairs=pairs, seed=seed, test_pairs=test_pairs,
+                        progress=True, magnitude_mm=magnitude)
+    _console.print(f"dataset: {path} ({pairs} val + {test_pairs} test pairs); true fields in {path / 'ground_truth'}")
+
+
+@app.command("check-config")
+def check_config_cmd(
+    configs: Annotated[list[Path], typer.Argument(help="Official evaluation config JSON files.")],
+) -> None:
+    """Parse official evaluation configs and print what each asks for."""
+    from ..registration.learn2reg import load_evaluation_config
+
+    table = Table(title="Learn2Reg evaluation configs")
+    for col in ("task", "metrics", "labels", "expected shape", "pairs", "masked"):
+        table.add_column(col)
+    for path in configs:
+        cfg = load_evaluation_config(path)
+        labels = cfg.labels_for("dice") or cfg.labels_for("hd95")
+        table.add_row(cfg.task_name, ", ".join(cfg.metrics), str(len(labels)) if labels else "-",
+                      "x".join(map(str, cfg.expected_shape or ())), str(len(cfg.pairs)), str(cfg.masked))
+    _console.print(table)

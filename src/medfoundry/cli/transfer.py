@@ -1,0 +1,83 @@
+"""``medfoundry transfer`` (data-efficiency sweep) and ``medfoundry report`` (HTML from results)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from ..errors import ConfigError
+
+__all__ = ["register"]
+
+
+def _fractions(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError as err:
+        raise ConfigError(f"--fractions {text!r}: expected comma-separated numbers in (0, 1], e.g. 0.01,0.1,1") from err
+    if not values:
+        raise ConfigError("--fractions: give at least one fraction")
+    return values
+
+
+def transfer(
+    encoder: List[str] = typer.Option(..., "--encoder", "-e", help="random | random:<arch> | single:<task> | RUN | "
+                                      "checkpoint DIR | FILE@<arch>, optionally LABEL=...; repeat for several."),
+    database: Path = typer.Option(..., "--database", "-d", help="Database folder."),
+    task: Optional[List[str]] = typer.Option(None, "--task", "-t", help="Downstream task; repeat. Default: every "
+                                             "task with group 'downstream'."),
+    mode: Optional[List[str]] = typer.Option(None, "--mode", "-m", help="frozen | finetune; repeat. Default: both."),
+    fractions: str = typer.Option("0.01,0.05,0.1,0.25,0.5,1.0", help="Training-data fractions, comma-separated."),
+    seeds: int = typer.Option(3, help="Seeds per fraction (subset, head init, batch order)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (rerun the same command to resume)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum epochs per run (default 50)."),
+    max_steps: Optional[int] = typer.Option(None, help="Maximum optimizer steps per run (default 300)."),
+    min_steps: Optional[int] = typer.Option(None, help="Minimum optimizer steps per run (default 30)."),
+    patience: Optional[int] = typer.Option(None, help="Validations without improvement before stopping (default 5)."),
+    batch_size: Optional[int] = typer.Option(None, help="Training batch size (default 32)."),
+    lr: Optional[float] = typer.Option(None, help="Head / decoder learning rate (default 1e-3)."),
+    probe_lr: Optional[float] = typer.Option(None, help="Frozen linear-probe learning rate (default 1e-2)."),
+    encoder_lr_ratio: Optional[float] = typer.Option(None, help="Encoder lr = lr x this when fine-tuning (default 0.1)."),
+    val_policy: Optional[str] = typer.Option(None, help="scaled (val subset = same fraction) | full (default scaled)."),
+    probe: Optional[str] = typer.Option(None, help="linear | mlp probe for frozen classification (default linear)."),
+    single_task_rounds: Optional[int] = typer.Option(None, help="Pretraining rounds of single:<task> baselines."),
+    baseline: bool = typer.Option(True, help="Add the random-init baseline if no random encoder is given."),
+    report: bool = typer.Option(True, help="Write report.html when the sweep ends."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Transfer encoders to downstream tasks over training-data fractions (frozen probe and/or
+    fine-tuning), early-stopped on the validation split, scored on the test split."""
+    from ..reports import build_report
+    from ..transfer import TransferConfig, run_sweep
+
+    cfg = TransferConfig().replace(
+        fractions=_fractions(fractions), seeds=seeds, modes=tuple(mode) if mode else None, device=device,
+        max_epochs=epochs, max_steps=max_steps, min_steps=min_steps, patience=patience, batch_size=batch_size,
+        lr=lr, probe_lr=probe_lr, encoder_lr_ratio=encoder_lr_ratio, val_policy=val_policy, probe=probe,
+        single_task_rounds=single_task_rounds, progress=progress)
+    if cfg.min_steps > cfg.max_steps:
+        cfg = cfg.replace(min_steps=cfg.max_steps)
+    console = Console()
+    store = run_sweep(database, list(encoder), out, tasks=list(task) if task else None, config=cfg, baseline=baseline)
+    failed = [r for r in store.records if r.get("status") != "ok"]
+    console.print(f"{len(store.records) - len(failed)} runs in {out / 'results.csv'}"
+                  + (f" ([red]{len(failed)} failed[/]: rerun to retry)" if failed else ""))
+    if report and len(store.records) > len(failed):
+        console.print(f"report: {build_report(out)}")
+
+
+def report(folder: Path = typer.Argument(..., help="A transfer output folder (holds results.json).")) -> None:
+    """Rebuild plots/*.png and report.html of a transfer sweep from its results."""
+    from ..reports import build_report
+
+    Console().print(f"report: {build_report(folder)}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``transfer`` and ``report`` commands to the top-level app."""
+    app.command("transfer")(transfer)
+    app.command("report")(report)

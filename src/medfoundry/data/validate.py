@@ -1,0 +1,419 @@
+"""Check a database folder against its format and report every problem found.
+
+``validate_database`` never stops at the first problem and never writes: arrays are opened
+read-only and memory-mapped, and large arrays are scanned in chunks so memory stays flat
+whatever the database size.
+
+Each :class:`Problem` names the file, the field (manifest key, array name, split) and what
+was expected versus found. ``severity`` is ``error`` (training would fail or learn from wrong
+labels) or ``warning`` (legal but probably unintended, e.g. an empty test split).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import yaml
+
+from ..errors import DataError
+from .database import _IMAGE_DTYPES, FORMAT_VERSION, MANIFEST
+from .tasks import SPLITS, TaskKind, TaskSpec
+
+__all__ = ["Problem", "validate_database", "format_problems", "CHUNK_BYTES"]
+
+CHUNK_BYTES = 64 * 2**20  # scanned per step; bounds the validator's own memory
+_TOP_KEYS = {"format_version", "name", "description", "tasks"}
+_TASK_FILES = {"images.npy", "labels.npy", "masks.npy", "boxes.npy", "box_labels.npy", "box_offsets.npy",
+               "spacing.npy", "splits.json", "sources.json"}
+_BOX_TOLERANCE = 1e-3  # pixels; float16 round-off at the image border is not a problem
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding: ``path`` (file or folder), ``field`` (key, array or split), ``message``,
+    ``severity`` (``error`` or ``warning``)."""
+
+    path: str
+    field: str
+    message: str
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        return f"{self.severity}: {self.path} [{self.field}] {self.message}"
+
+
+class _Report:
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    def error(self, path: Path | str, field: str, message: str) -> None:
+        self.problems.append(Problem(str(path), field, message, "error"))
+
+    def warn(self, path: Path | str, field: str, message: str) -> None:
+        self.problems.append(Problem(str(path), field, message, "warning"))
+
+
+def validate_database(root: str | Path, *, progress: bool = False, tasks: list[str] | None = None,
+                      chunk_bytes: int = CHUNK_BYTES) -> list[Problem]:
+    """Check a database and return every problem (empty list = valid).
+
+    Checks: manifest present, YAML, format version, task entries (unknown or missing keys, bad
+    kind/modality/sizes, duplicate names); per task: files present and readable, array shapes
+    and dtypes against the TaskSpec (image size, channels, mask shape, sample counts), labels
+    inside the class list (classification), multilabel values 0/1, mask values below the
+    number of classes, box offsets consistent, boxes inside the image with x1 > x0 and y1 > y0,
+    box labels valid, NaN/Inf in images, boxes and spacing, spacing positive, splits present,
+    in range, without duplicates or overlap, not empty, covering every sample.
+
+    Args:
+        root: database folder.
+        progress: show a rich progress bar while scanning arrays.
+        tasks: only these tasks (default all).
+        chunk_bytes: bytes of an array read per step.
+
+    Returns:
+        The problems, in the order found (manifest first, then task by task).
+    """
+    root = Path(root)
+    rep = _Report()
+    manifest_path = root / MANIFEST
+    if not root.is_dir():
+        rep.error(root, "database", "database folder does not exist")
+        return rep.problems
+    if not manifest_path.is_file():
+        rep.error(manifest_path, "manifest", f"missing {MANIFEST}")
+        return rep.problems
+    try:
+        manifest = yaml.safe_load(manifest_path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        rep.error(manifest_path, "manifest", f"not valid YAML: {err}")
+        return rep.problems
+    if not isinstance(manifest, dict):
+        rep.error(manifest_path, "manifest", f"must be a mapping, found {type(manifest).__name__}")
+        return rep.problems
+    if manifest.get("format_version") != FORMAT_VERSION:
+        rep.error(manifest_path, "format_version",
+                  f"expected {FORMAT_VERSION}, found {manifest.get('format_version')!r}")
+    if "name" not in manifest:
+        rep.warn(manifest_path, "name", "no database name (the folder name is used)")
+    entries = manifest.get("tasks")
+    if not isinstance(entries, list) or not entries:
+        rep.error(manifest_path, "tasks", "'tasks' must be a non-empty list")
+        entries = []
+    specs: list[TaskSpec] = []
+    seen: set[str] = set()
+    known_task_keys = set(TaskSpec.__dataclass_fields__)
+    for k, entry in enumerate(entries):
+        where = f"tasks[{k}]"
+        if not isinstance(entry, dict):
+            rep.error(manifest_path, where, f"must be a mapping, found {type(entry).__name__}")
+            continue
+        unknown = sorted(set(entry) - known_task_keys)
+        if unknown:
+            rep.error(manifest_path, f"{where}.{unknown[0]}",
+                      f"unknown key(s) {unknown} in task {entry.get('name', '?')!r} "
+                      f"(valid: {sorted(known_task_keys)})")
+        try:
+            spec = TaskSpec.from_dict({k2: v for k2, v in entry.items() if k2 in known_task_keys},
+                                      source=str(manifest_path))
+        except DataError as err:
+            rep.error(manifest_path, f"{where}.{err.field or 'tasks'}", err.message)
+            continue
+        if spec.name in seen:
+            rep.error(manifest_path, f"{where}.name", f"task name {spec.name!r} appears twice")
+            continue
+        seen.add(spec.name)
+        specs.append(spec)
+    tasks_dir = root / "tasks"
+    if tasks_dir.is_dir():
+        for folder in sorted(tasks_dir.iterdir()):
+            if folder.is_dir() and not folder.name.startswith(".") and folder.name not in seen:
+                rep.warn(folder, "tasks", "task folder is not listed in the manifest (ignored by loaders)")
+    selected = [s for s in specs if tasks is None or s.name in tasks]
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  disable=not progress, transient=True) as bar:
+        for spec in selected:
+            _check_task(root, spec, rep, chunk_bytes, bar)
+    return rep.problems
+
+
+def format_problems(problems: list[Problem]) -> str:
+    """One line per problem (for logs; the CLI prints a rich table)."""
+    return "\n".join(str(p) for p in problems)
+
+
+# ---------------------------------------------------------------------- per task
+def _load(folder: Path, name: str, rep: _Report, required: bool = True) -> np.ndarray | None:
+    path = folder / f"{name}.npy"
+    if not path.is_file():
+        if required:
+            rep.error(path, name, "missing array file")
+        return None
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        rep.error(path, name, f"unreadable array: {err}")
+        return None
+
+
+def _chunks(array: np.ndarray, chunk_bytes: int) -> Iterator[tuple[int, int]]:
+    n = array.shape[0]
+    per = max(1, int(array[:1].nbytes) if n else 1)
+    step = max(1, chunk_bytes // per)
+    for a in range(0, n, step):
+        yield a, min(n, a + step)
+
+
+def _check_task(root: Path, spec: TaskSpec, rep: _Report, chunk_bytes: int, bar) -> None:
+    folder = root / "tasks" / spec.name
+    if not folder.is_dir():
+        rep.error(folder, "tasks", f"task folder of {spec.name!r} is missing")
+        return
+    for f in sorted(folder.iterdir()):
+        if f.is_file() and f.name not in _TASK_FILES and not f.name.startswith("."):
+            rep.warn(f, "files", "unexpected file in the task folder (ignored)")
+    n = _check_images(folder, spec, rep, chunk_bytes, bar)
+    kind = spec.kind
+    if kind is TaskKind.CLASSIFICATION:
+        _check_classification(folder, spec, rep, n)
+    elif kind is TaskKind.MULTILABEL:
+        _check_multilabel(folder, spec, rep, n)
+    elif kind is TaskKind.SEGMENTATION:
+        _check_masks(folder, spec, rep, n, chunk_bytes, bar)
+    else:
+        _check_boxes(folder, spec, rep, n)
+    _check_spacing(folder, spec, rep, n)
+    _check_splits(folder, rep, n)
+    sources = folder / "sources.json"
+    if sources.is_file():
+        try:
+            data = json.loads(sources.read_text(encoding="utf-8"))
+            if not isinstance(data, list) or (n is not None and len(data) != n):
+                rep.warn(sources, "sources", f"expected a list of {n} strings, found "
+                         f"{len(data) if isinstance(data, list) else type(data).__name__}")
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            rep.warn(sources, "sources", f"not valid JSON: {err}")
+
+
+def _check_images(folder: Path, spec: TaskSpec, rep: _Report, chunk_bytes: int, bar) -> int | None:
+    path = folder / "images.npy"
+    images = _load(folder, "images", rep)
+    if images is None:
+        return None
+    expected = (spec.channels, *spec.image_size)
+    if images.ndim != 1 + len(expected) or tuple(images.shape[1:]) != expected:
+        rep.error(path, "images", f"shape {tuple(images.shape)}, expected (N, {', '.join(map(str, expected))}) "
+                  f"from channels={spec.channels}, image_size={list(spec.image_size)}")
+    if images.dtype.name not in _IMAGE_DTYPES:
+        rep.error(path, "images", f"dtype {images.dtype}, expected one of {_IMAGE_DTYPES}")
+    n = int(images.shape[0]) if images.ndim else 0
+    if n == 0:
+        rep.error(path, "images", "no samples")
+        return 0
+    if images.dtype.kind == "f":
+        job = bar.add_task(f"{spec.name}: images", total=n)
+        bad = []
+        for a, b in _chunks(images, chunk_bytes):
+            block = np.asarray(images[a:b])
+            finite = np.isfinite(block.reshape(b - a, -1)).all(axis=1)
+            bad.extend((a + np.flatnonzero(~finite)).tolist())
+            bar.advance(job, b - a)
+        if bad:
+            rep.error(path, "images", f"{len(bad)} sample(s) contain NaN or Inf, e.g. indices {bad[:5]}")
+    return n
+
+
+def _count_mismatch(path: Path, field: str, rep: _Report, found: int, n: int | None) -> bool:
+    if n is not None and found != n:
+        rep.error(path, field, f"{found} entries, but images.npy holds {n} samples")
+        return True
+    return False
+
+
+def _check_classification(folder: Path, spec: TaskSpec, rep: _Report, n: int | None) -> None:
+    path = folder / "labels.npy"
+    labels = _load(folder, "labels", rep)
+    if labels is None:
+        return
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        rep.error(path, "labels", f"expected (N,) integers, found shape {labels.shape} dtype {labels.dtype}")
+        return
+    _count_mismatch(path, "labels", rep, len(labels), n)
+    bad = np.flatnonzero((labels < 0) | (labels >= spec.num_classes))
+    if len(bad):
+        rep.error(path, "labels", f"{len(bad)} label(s) outside 0..{spec.num_classes - 1} "
+                  f"({spec.num_classes} classes), e.g. sample {int(bad[0])} = {int(labels[bad[0]])}")
+
+
+def _check_multilabel(folder: Path, spec: TaskSpec, rep: _Report, n: int | None) -> None:
+    path = folder / "labels.npy"
+    labels = _load(folder, "labels", rep)
+    if labels is None:
+        return
+    if labels.ndim != 2 or labels.shape[1] != spec.num_classes:
+        rep.error(path, "labels", f"shape {labels.shape}, expected (N, {spec.num_classes}) for the classes "
+                  f"{list(spec.classes)}")
+        return
+    _count_mismatch(path, "labels", rep, len(labels), n)
+    bad = ~np.isin(np.asarray(labels), (0, 1))
+    if bad.any():
+        i, k = (int(v) for v in np.argwhere(bad)[0])
+        rep.error(path, "labels", f"{int(bad.sum())} value(s) are not 0/1, e.g. sample {i} class "
+                  f"{spec.classes[k]!r} = {labels[i, k]}")
+
+
+def _check_masks(folder: Path, spec: TaskSpec, rep: _Report, n: int | None, chunk_bytes: int, bar) -> None:
+    path = folder / "masks.npy"
+    masks = _load(folder, "masks", rep)
+    if masks is None:
+        return
+    if tuple(masks.shape[1:]) != tuple(spec.image_size):
+        rep.error(path, "masks", f"shape {tuple(masks.shape)}, expected (N, {', '.join(map(str, spec.image_size))})"
+                  " matching image_size")
+        return
+    if masks.dtype.kind not in "iu":
+        rep.error(path, "masks", f"dtype {masks.dtype}, expected an integer type (uint8)")
+        return
+    _count_mismatch(path, "masks", rep, len(masks), n)
+    job = bar.add_task(f"{spec.name}: masks", total=len(masks))
+    bad: list[tuple[int, int]] = []
+    for a, b in _chunks(masks, chunk_bytes):
+        block = np.asarray(masks[a:b]).reshape(b - a, -1)
+        hi, lo = block.max(axis=1), block.min(axis=1)
+        for j in np.flatnonzero((hi >= spec.num_classes) | (lo < 0)):
+            bad.append((a + int(j), int(hi[j]) if hi[j] >= spec.num_classes else int(lo[j])))
+        bar.advance(job, b - a)
+    if bad:
+        rep.error(path, "masks", f"{len(bad)} mask(s) hold values outside 0..{spec.num_classes - 1} "
+                  f"({spec.num_classes} classes), e.g. sample {bad[0][0]} has value {bad[0][1]}")
+
+
+def _check_boxes(folder: Path, spec: TaskSpec, rep: _Report, n: int | None) -> None:
+    boxes = _load(folder, "boxes", rep)
+    labels = _load(folder, "box_labels", rep)
+    offsets = _load(folder, "box_offsets", rep)
+    bpath, lpath, opath = folder / "boxes.npy", folder / "box_labels.npy", folder / "box_offsets.npy"
+    m = None
+    if boxes is not None:
+        if boxes.ndim != 2 or boxes.shape[1] != 4:
+            rep.error(bpath, "boxes", f"shape {boxes.shape}, expected (M, 4) x0 y0 x1 y1")
+            boxes = None
+        else:
+            m = len(boxes)
+    if labels is not None:
+        if labels.ndim != 1 or labels.dtype.kind not in "iu":
+            rep.error(lpath, "box_labels", f"expected (M,) integers, found shape {labels.shape} dtype {labels.dtype}")
+            labels = None
+        else:
+            if m is not None and len(labels) != m:
+                rep.error(lpath, "box_labels", f"{len(labels)} labels for {m} boxes")
+            bad = np.flatnonzero((labels < 0) | (labels >= spec.num_classes))
+            if len(bad):
+                rep.error(lpath, "box_labels", f"{len(bad)} box label(s) outside 0..{spec.num_classes - 1}, "
+                          f"e.g. box {int(bad[0])} = {int(labels[bad[0]])}")
+    if offsets is not None:
+        off = np.asarray(offsets)
+        if off.ndim != 1 or off.dtype.kind not in "iu":
+            rep.error(opath, "box_offsets", f"expected (N + 1,) integers, found shape {off.shape} dtype {off.dtype}")
+        else:
+            if n is not None and len(off) != n + 1:
+                rep.error(opath, "box_offsets", f"{len(off)} entries, expected N + 1 = {n + 1}")
+            if len(off) and off[0] != 0:
+                rep.error(opath, "box_offsets", f"first offset is {int(off[0])}, expected 0")
+            if len(off) > 1 and (np.diff(off) < 0).any():
+                i = int(np.flatnonzero(np.diff(off) < 0)[0])
+                rep.error(opath, "box_offsets", f"offsets decrease at sample {i} ({int(off[i])} -> {int(off[i + 1])})")
+            if m is not None and len(off) and off[-1] != m:
+                rep.error(opath, "box_offsets", f"last offset is {int(off[-1])}, expected the number of boxes {m}")
+    if boxes is None or not len(boxes):
+        return
+    b = np.asarray(boxes, dtype=np.float64)
+    finite = np.isfinite(b).all(axis=1)
+    if not finite.all():
+        rep.error(bpath, "boxes", f"{int((~finite).sum())} box(es) contain NaN or Inf, e.g. box "
+                  f"{int(np.flatnonzero(~finite)[0])}")
+    b = b[finite]
+    idx = np.flatnonzero(finite)
+    inverted = (b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1])
+    if inverted.any():
+        j = int(np.flatnonzero(inverted)[0])
+        rep.error(bpath, "boxes", f"{int(inverted.sum())} box(es) have x1 <= x0 or y1 <= y0, e.g. box {int(idx[j])} "
+                  f"= {b[j].tolist()}")
+    h, w = spec.image_size[0], spec.image_size[1]
+    t = _BOX_TOLERANCE
+    outside = (b[:, 0] < -t) | (b[:, 1] < -t) | (b[:, 2] > w + t) | (b[:, 3] > h + t)
+    if outside.any():
+        j = int(np.flatnonzero(outside)[0])
+        rep.error(bpath, "boxes", f"{int(outside.sum())} box(es) extend outside the {w}x{h} (W x H) image, "
+                  f"e.g. box {int(idx[j])} = {b[j].tolist()}")
+
+
+def _check_spacing(folder: Path, spec: TaskSpec, rep: _Report, n: int | None) -> None:
+    path = folder / "spacing.npy"
+    spacing = _load(folder, "spacing", rep, required=False)
+    if spacing is None:
+        return
+    if spacing.ndim != 2 or spacing.shape[1] != spec.spatial_dims:
+        rep.error(path, "spacing", f"shape {spacing.shape}, expected (N, {spec.spatial_dims}) in mm")
+        return
+    _count_mismatch(path, "spacing", rep, len(spacing), n)
+    s = np.asarray(spacing, dtype=np.float64)
+    bad = ~(np.isfinite(s).all(axis=1) & (s > 0).all(axis=1))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        rep.error(path, "spacing", f"{int(bad.sum())} sample(s) have a non-positive or non-finite spacing, "
+                  f"e.g. sample {i} = {s[i].tolist()} mm")
+
+
+def _check_splits(folder: Path, rep: _Report, n: int | None) -> None:
+    path = folder / "splits.json"
+    if not path.is_file():
+        rep.error(path, "splits", "missing splits file")
+        return
+    try:
+        raw: Any = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        rep.error(path, "splits", f"not valid JSON: {err}")
+        return
+    if not isinstance(raw, dict):
+        rep.error(path, "splits", f"expected a mapping train/val/test -> indices, found {type(raw).__name__}")
+        return
+    for key in sorted(set(raw) - set(SPLITS)):
+        rep.error(path, key, f"unknown split {key!r} (valid: {', '.join(SPLITS)})")
+    owner: dict[int, str] = {}
+    for split in SPLITS:
+        if split not in raw:
+            rep.error(path, split, "split is missing")
+            continue
+        values = raw[split]
+        if not isinstance(values, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            rep.error(path, split, "expected a list of integer sample indices")
+            continue
+        if not values:
+            (rep.error if split == "train" else rep.warn)(path, split, "split is empty")
+            continue
+        arr = np.asarray(values, dtype=np.int64)
+        if n is not None:
+            out = arr[(arr < 0) | (arr >= n)]
+            if len(out):
+                rep.error(path, split, f"{len(out)} index(es) outside 0..{n - 1}, e.g. {int(out[0])}")
+        uniq, counts = np.unique(arr, return_counts=True)
+        if (counts > 1).any():
+            rep.error(path, split, f"{int((counts > 1).sum())} index(es) listed twice, e.g. "
+                      f"{int(uniq[counts > 1][0])}")
+        overlap = [int(i) for i in uniq if int(i) in owner]
+        if overlap:
+            rep.error(path, split, f"{len(overlap)} index(es) also in split {owner[overlap[0]]!r}, "
+                      f"e.g. {overlap[0]}")
+        for i in uniq:
+            owner.setdefault(int(i), split)
+    if n is not None and owner:
+        unused = n - sum(1 for i in owner if 0 <= i < n)
+        if unused > 0:
+            rep.warn(path, "splits", f"{unused} of {n} samples belong to no split (never used)")

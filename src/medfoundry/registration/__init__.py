@@ -1,0 +1,1 @@
+"""Registration: Learn2Reg files, displacement fields, MIND features, hybrid convex + Adam method."""

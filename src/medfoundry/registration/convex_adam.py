@@ -1,0 +1,294 @@
+"""Hybrid deformable registration: discrete search + coupled convex optimisation, then Adam.
+
+Stages (all on descriptor volumes ``(1, C, H, W, D)``, displacements in fixed voxels):
+
+1. **Coarse, discrete.** Features are averaged over the blocks of a control grid with spacing
+   ``g`` (fixed) and over blocks sampled every ``q`` voxels (moving). For each control point
+   and each candidate displacement ``q * k``, ``k`` in ``{-r..r}^3``, the cost is the mean
+   squared descriptor difference, a ``(2r+1)^3 x grid`` volume.
+2. **Coupled convex optimisation** (Heinrich et al., 2014/2019): alternately take the
+   per-point argmin of ``cost + lambda * |d - smooth(u)|^2`` and smooth the field, with
+   increasing ``lambda``; both directions, then symmetrised for inverse consistency.
+3. **Fine, continuous.** Adam optimises a displacement on a grid of spacing ``adam_factor``,
+   smoothed by repeated box filters (B-spline-like), to minimise the descriptor MSE after
+   warping plus a diffusion penalty.
+
+Grid geometry: a grid of spacing ``a`` (block averages) has its point ``i`` at the voxel
+coordinate ``a * i + (a - 1) / 2``; fields move between grids by linear interpolation at these
+positions (:func:`resample_grid_field`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .features import pooled_features
+from .fields import _sample, box_smooth, diffusion_penalty, gaussian_smooth, identity_grid, warp
+from .presets import RegistrationConfig
+
+__all__ = [
+    "StageTimes",
+    "resample_grid_field",
+    "discrete_cost",
+    "coupled_convex",
+    "symmetrise",
+    "instance_optimise",
+    "convex_adam",
+]
+
+
+@dataclass
+class StageTimes:
+    """Wall time per stage, seconds."""
+
+    times: dict[str, float] = field(default_factory=dict)
+
+    def add(self, name: str, start: float, device: torch.device) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        now = time.perf_counter()
+        self.times[name] = self.times.get(name, 0.0) + now - start
+        return now
+
+
+def resample_grid_field(disp: torch.Tensor, from_spacing: float, to_spacing: float,
+                        out_shape: tuple[int, ...]) -> torch.Tensor:
+    """Linearly resample a field between block grids of different spacing (values unchanged).
+
+    Args:
+        disp: ``(N, S, *grid)`` on the grid of spacing ``from_spacing`` voxels.
+        from_spacing, to_spacing: grid spacings, voxels.
+        out_shape: size of the target grid.
+
+    Returns:
+        ``(N, S, *out_shape)``; the values (voxels) are not rescaled.
+    """
+    spatial = len(out_shape)
+    coords = identity_grid(tuple(out_shape), disp.device, disp.dtype)
+    # target point j sits at b*j + (b-1)/2; source index of that position is (pos - (a-1)/2) / a
+    a, b = float(from_spacing), float(to_spacing)
+    coords = (b * coords + (b - 1) / 2 - (a - 1) / 2) / a
+    if spatial != disp.ndim - 2:
+        raise ValueError("resample_grid_field(): out_shape does not match the field's spatial axes")
+    return _sample(disp, coords, "bilinear", "border")
+
+
+def discrete_cost(fixed: torch.Tensor, moving: torch.Tensor, grid_spacing: int, step: int,
+                  radius: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dense SSD cost of descriptor blocks over a cube of candidate displacements.
+
+    Args:
+        fixed, moving: ``(1, C, *spatial)`` descriptors on the same voxel grid.
+        grid_spacing: control-grid spacing ``g``, voxels.
+        step: candidate quantisation ``q`` (divides ``g``), voxels.
+        radius: candidates per side ``r``.
+
+    Returns:
+        ``cost`` ``(K, *grid)`` (mean squared difference over channels, float32) and the
+        candidate displacements ``(K, S)`` in voxels, ``K = (2r+1)^S``.
+    """
+    spatial = fixed.ndim - 2
+    fixed_grid = pooled_features(fixed, grid_spacing)[0]  # (C, *grid)
+    grid = tuple(fixed_grid.shape[1:])
+    pool = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[spatial - 1]
+    # Moving blocks of size g every q voxels: index m*s + k (s = g/q) is the block displaced by q*k.
+    pad_hi = [max(0, g_ * grid_spacing - s_) for g_, s_ in zip(grid, fixed.shape[2:])]
+    pads = []
+    for p in reversed(pad_hi):
+        pads += [0, p]
+    moving_padded = F.pad(moving, pads, mode="replicate") if any(pad_hi) else moving
+    moving_blocks = pool(moving_padded, grid_spacing, stride=step)[0]
+    stride = grid_spacing // step
+    moving_blocks = F.pad(moving_blocks.unsqueeze(0), [radius] * (2 * spatial), mode="replicate")[0]
+    offsets = torch.stack(torch.meshgrid(*[torch.arange(-radius, radius + 1)] * spatial, indexing="ij"), -1)
+    offsets = offsets.reshape(-1, spatial)
+    cost = torch.empty((offsets.shape[0],) + grid, device=fixed.device, dtype=torch.float32)
+    for index, offset in enumerate(offsets.tolist()):
+        view = [slice(None)] + [slice(radius + o, radius + o + stride * (n - 1) + 1, stride)
+                                for o, n in zip(offset, grid)]
+        diff = fixed_grid - moving_blocks[tuple(view)]
+        cost[index] = diff.pow(2).mean(0)
+    return cost, offsets.to(device=fixed.device, dtype=torch.float32) * step
+
+
+def coupled_convex(cost: torch.Tensor, candidates: torch.Tensor, weights: tuple[float, ...],
+                   sigma: float, step: int, chunk: int = 8192) -> torch.Tensor:
+    """Coupled convex optimisation over a discrete cost volume.
+
+    Args:
+        cost: ``(K, *grid)`` from :func:`discrete_cost`.
+        candidates: ``(K, S)`` displacements, voxels.
+        weights: increasing coupling weights (cost normalised to mean 1, distances in steps).
+        sigma: smoothing of the field between iterations, grid points.
+        step: candidate quantisation, voxels (sets the unit of the coupling distance).
+        chunk: grid points per argmin block (memory bound, not a parameter of the method).
+
+    Returns:
+        Smooth displacement ``(1, S, *grid)`` in voxels.
+    """
+    spatial = candidates.shape[1]
+    grid = cost.shape[1:]
+    flat = cost.reshape(cost.shape[0], -1)
+    flat = flat.div_(flat.mean().clamp_min(1e-12))  # in place: the caller drops the cost
+    steps = candidates / step  # (K, S)
+    # |d - t|^2 = |d|^2 - 2 d.t + |t|^2 (the last term does not change the argmin), written as
+    # one matrix product [d, |d|^2] @ [-2 w t; w] so each iteration is a single addmm + argmin.
+    augmented = torch.cat([steps, steps.pow(2).sum(1, keepdim=True)], dim=1)  # (K, S+1)
+    disp = steps[flat.argmin(0)].t().reshape(1, spatial, *grid)  # in steps
+    smooth = gaussian_smooth(disp, sigma)
+    ones = torch.ones(1, flat.shape[1], device=flat.device, dtype=flat.dtype)
+    index = torch.empty(flat.shape[1], device=flat.device, dtype=torch.long)
+    for weight in weights:
+        target = torch.cat([-2.0 * weight * smooth.reshape(spatial, -1), weight * ones], dim=0)
+        # Chunks over grid points bound the temporary to a slice of the cost volume.
+        for begin in range(0, flat.shape[1], chunk):
+            end = min(begin + chunk, flat.shape[1])
+            index[begin:end] = torch.addmm(flat[:, begin:end], augmented, target[:, begin:end]).argmin(0)
+        disp = steps[index].t().reshape(1, spatial, *grid)
+        smooth = gaussian_smooth(disp, sigma)
+    return smooth * step
+
+
+def symmetrise(forward: torch.Tensor, backward: torch.Tensor, grid_spacing: float,
+               iterations: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Make a forward/backward pair of grid fields (voxels) closer to inverses of each other.
+
+    Each iteration sets ``u <- (u - v o (id + u)) / 2`` and ``v <- (v - u o (id + v)) / 2``.
+    """
+    fwd = forward / grid_spacing
+    bwd = backward / grid_spacing
+    for _ in range(iterations):
+        fwd_new = 0.5 * (fwd - warp(bwd, fwd))
+        bwd_new = 0.5 * (bwd - warp(fwd, bwd))
+        fwd, bwd = fwd_new, bwd_new
+    return fwd * grid_spacing, bwd * grid_spacing
+
+
+def instance_optimise(fixed: torch.Tensor, moving: torch.Tensor, init: torch.Tensor,
+                      config: RegistrationConfig, fixed_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Adam instance optimisation of a smoothed displacement on the fine grid.
+
+    The similarity is the descriptor SSD (summed over channels, averaged over voxels). With
+    ``config.adam_sample_fraction < 1`` each step evaluates it on a fresh random subset of the
+    fine-grid voxels (seeded, so runs repeat): an unbiased, cheaper gradient, as in the
+    stochastic samplers of elastix. The diffusion penalty always covers the whole field.
+
+    Args:
+        fixed, moving: ``(1, C, *grid)`` descriptors pooled by ``config.adam_factor``.
+        init: ``(1, S, *grid)`` initial displacement, full-resolution voxels.
+        config: uses ``adam_*`` and ``regularisation``.
+        fixed_weight: optional ``(1, 1, *grid)`` weight of the similarity term (fixed mask).
+
+    Returns:
+        The smoothed displacement ``(1, S, *grid)`` in full-resolution voxels.
+    """
+    factor = float(config.adam_factor)
+    spatial = init.ndim - 2
+    grid_shape = tuple(fixed.shape[2:])
+    channels = fixed.shape[1]
+    # Parameters live in fine-grid units so the learning rate means the same at any factor.
+    param = (init / factor).detach().clone().requires_grad_(True)
+    optimiser = torch.optim.Adam([param], lr=config.adam_lr / factor)
+    moving = moving.detach()
+    fixed_flat = fixed.detach().reshape(channels, -1)
+    weight_flat = None if fixed_weight is None else fixed_weight.detach().reshape(-1)
+    base = identity_grid(grid_shape, fixed.device, fixed.dtype).reshape(spatial, -1)
+    scale = torch.tensor([2.0 / max(s - 1, 1) for s in moving.shape[2:]], device=fixed.device,
+                         dtype=fixed.dtype).view(spatial, 1)
+    points = base.shape[1]
+    count = points if config.adam_sample_fraction >= 1 else max(1, int(points * config.adam_sample_fraction))
+    generator = torch.Generator(device=fixed.device)
+    generator.manual_seed(int(config.seed))
+
+    def smoothed(p: torch.Tensor) -> torch.Tensor:
+        return box_smooth(p, config.adam_smooth_radius, config.adam_smooth_passes)
+
+    for _ in range(config.adam_iterations):
+        optimiser.zero_grad(set_to_none=True)
+        disp = smoothed(param)
+        flat = disp.reshape(spatial, -1)
+        if count < points:
+            index = torch.randint(0, points, (count,), device=fixed.device, generator=generator)
+            coords = base[:, index] + flat[:, index]
+            target = fixed_flat[:, index]
+            weight = None if weight_flat is None else weight_flat[index]
+        else:
+            coords = base + flat
+            target = fixed_flat
+            weight = weight_flat
+        grid = (coords * scale - 1.0).flip(0).t().reshape(1, count, 1, *([1] * (spatial - 2)), spatial)
+        warped = F.grid_sample(moving, grid, mode="bilinear", padding_mode="border", align_corners=True)
+        residual = (warped.reshape(channels, count) - target).pow(2).sum(0)
+        if weight is not None:
+            similarity = (residual * weight).sum() / weight.sum().clamp_min(1.0)
+        else:
+            similarity = residual.mean()
+        # The diffusion term is measured in full-resolution voxels per fine-grid step.
+        loss = similarity + config.regularisation * diffusion_penalty(disp * factor)
+        loss.backward()
+        optimiser.step()
+    with torch.no_grad():
+        return smoothed(param) * factor
+
+
+def _upsample_to_image(disp: torch.Tensor, spacing: float, shape: tuple[int, ...]) -> torch.Tensor:
+    """Grid field (voxels) of spacing ``spacing`` -> dense field on the image grid ``shape``."""
+    return resample_grid_field(disp, spacing, 1.0, shape)
+
+
+def convex_adam(fixed_features: torch.Tensor, moving_features: torch.Tensor, config: RegistrationConfig,
+                fixed_mask: torch.Tensor | None = None, times: StageTimes | None = None) -> torch.Tensor:
+    """Deformable registration of two descriptor volumes (already affinely aligned).
+
+    Args:
+        fixed_features, moving_features: ``(1, C, *spatial)`` on the same voxel grid.
+        config: method parameters.
+        fixed_mask: optional ``(1, 1, *spatial)`` mask weighting the fine-stage similarity.
+        times: optional accumulator of stage times.
+
+    Returns:
+        Dense displacement ``(1, S, *spatial)``, fixed -> moving, voxels.
+    """
+    device = fixed_features.device
+    times = times or StageTimes()
+    shape = tuple(fixed_features.shape[2:])
+    start = time.perf_counter()
+    g, q, r = config.grid_spacing, config.search_step, config.search_radius
+    with torch.no_grad():
+        cost, candidates = discrete_cost(fixed_features, moving_features, g, q, r)
+        forward = coupled_convex(cost, candidates, config.coupling_weights, config.coupling_sigma, q)
+        del cost
+        if config.inverse_consistency:
+            cost, candidates = discrete_cost(moving_features, fixed_features, g, q, r)
+            backward = coupled_convex(cost, candidates, config.coupling_weights, config.coupling_sigma, q)
+            del cost
+            forward, _ = symmetrise(forward, backward, g, config.ic_iterations)
+    start = times.add("coarse", start, device)
+
+    if config.adam_iterations <= 0:
+        with torch.no_grad():
+            out = _upsample_to_image(forward, g, shape)
+        times.add("upsample", start, device)
+        return out
+
+    factor = config.adam_factor
+    fixed_fine = pooled_features(fixed_features, factor)
+    moving_fine = pooled_features(moving_features, factor)
+    weight = None
+    if fixed_mask is not None:
+        weight = pooled_features(fixed_mask.float(), factor)
+    fine_shape = tuple(fixed_fine.shape[2:])
+    with torch.no_grad():
+        init = resample_grid_field(forward, g, factor, fine_shape)
+    with torch.enable_grad():
+        fine = instance_optimise(fixed_fine, moving_fine, init, config, weight)
+    start = times.add("adam", start, device)
+    with torch.no_grad():
+        out = _upsample_to_image(fine, factor, shape)
+    times.add("upsample", start, device)
+    return out
+

@@ -1,0 +1,248 @@
+"""Displacement fields in torch: conventions, identity grids, warping, composition, smoothing, Jacobians.
+
+Conventions (Learn2Reg):
+
+* On disk and in NumPy a displacement field is ``(H, W, D, 3)`` float32 in **voxels** of the
+  fixed image, mapping fixed to moving: the fixed voxel ``x`` corresponds to ``x + u(x)`` in
+  the moving image (a pull-back / backward warp).
+* In torch every field is ``(N, 3, H, W, D)`` in voxels; channel ``i`` is the displacement
+  along spatial axis ``i`` (H, W, D). Images are ``(N, C, H, W, D)``.
+
+All functions here work for any number of spatial dimensions ``S`` (2 or 3): a field is then
+``(N, S, *spatial)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import RegistrationError
+
+__all__ = [
+    "field_to_torch",
+    "field_to_numpy",
+    "identity_grid",
+    "voxel_to_normalized",
+    "warp",
+    "compose",
+    "resize_field",
+    "gaussian_smooth",
+    "box_smooth",
+    "jacobian_determinant",
+    "diffusion_penalty",
+    "invert",
+    "affine_to_field",
+]
+
+
+def field_to_torch(disp: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Learn2Reg ``(H, W, D, 3)`` voxels -> torch ``(1, 3, H, W, D)`` float32 voxels."""
+    if disp.ndim < 3 or disp.shape[-1] != disp.ndim - 1:
+        raise RegistrationError(
+            f"displacement field: expected shape (*spatial, {disp.ndim - 1}) with one component per "
+            f"spatial axis, found {tuple(disp.shape)}"
+        )
+    spatial = disp.ndim - 1
+    array = np.ascontiguousarray(np.moveaxis(np.asarray(disp, dtype=np.float32), -1, 0))
+    return torch.from_numpy(array).to(device).reshape(1, spatial, *array.shape[1:])
+
+
+def field_to_numpy(disp: torch.Tensor) -> np.ndarray:
+    """Torch ``(1, 3, H, W, D)`` voxels -> Learn2Reg ``(H, W, D, 3)`` float32 voxels."""
+    if disp.ndim < 4 or disp.shape[0] != 1 or disp.shape[1] != disp.ndim - 2:
+        raise RegistrationError(f"displacement field: expected (1, S, *spatial), found {tuple(disp.shape)}")
+    return np.ascontiguousarray(np.moveaxis(disp[0].detach().float().cpu().numpy(), 0, -1))
+
+
+def identity_grid(shape: tuple[int, ...], device: torch.device | str = "cpu",
+                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Voxel coordinates ``(1, S, *shape)``: channel ``i`` holds the index along axis ``i``."""
+    axes = [torch.arange(s, device=device, dtype=dtype) for s in shape]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij")).unsqueeze(0)
+
+
+def voxel_to_normalized(coords: torch.Tensor) -> torch.Tensor:
+    """Voxel coordinates ``(N, S, *spatial)`` -> ``grid_sample`` grid ``(N, *spatial, S)``.
+
+    Uses ``align_corners=True`` (voxel 0 -> -1, voxel ``s-1`` -> +1) and reverses the axis order,
+    because ``grid_sample`` expects the last spatial axis first.
+    """
+    shape = coords.shape[2:]
+    scale = torch.tensor([2.0 / max(s - 1, 1) for s in shape], device=coords.device, dtype=coords.dtype)
+    view = (1, len(shape)) + (1,) * len(shape)
+    norm = coords * scale.view(view) - 1.0
+    return norm.flip(1).movedim(1, -1)
+
+
+def _sample(image: torch.Tensor, coords: torch.Tensor, mode: str, padding_mode: str) -> torch.Tensor:
+    """Sample ``image`` (N, C, *in_shape) at voxel coordinates (N, S, *out_shape) of that image."""
+    in_shape = image.shape[2:]
+    scale = torch.tensor([2.0 / max(s - 1, 1) for s in in_shape], device=coords.device, dtype=coords.dtype)
+    view = (1, len(in_shape)) + (1,) * (coords.ndim - 2)
+    grid = (coords * scale.view(view) - 1.0).flip(1).movedim(1, -1)
+    return F.grid_sample(image, grid.to(image.dtype), mode=mode, padding_mode=padding_mode, align_corners=True)
+
+
+def warp(image: torch.Tensor, disp: torch.Tensor, mode: str = "bilinear",
+         padding_mode: str = "border") -> torch.Tensor:
+    """Pull-back warp: ``out(x) = image(x + u(x))``.
+
+    Args:
+        image: ``(N, C, *spatial)`` moving image (or features, or a field to compose).
+        disp: ``(N, S, *out_spatial)`` displacement in voxels of ``image``; ``out_spatial`` may
+            differ from the image's spatial shape only if the caller means it (the identity is
+            taken on ``out_spatial``).
+        mode: ``bilinear`` (trilinear in 3D) or ``nearest`` (labels).
+        padding_mode: ``border``, ``zeros`` or ``reflection`` (outside the image).
+
+    Returns:
+        ``(N, C, *out_spatial)``.
+    """
+    if disp.shape[1] != disp.ndim - 2 or image.ndim != disp.ndim:
+        raise RegistrationError(
+            f"warp(): image {tuple(image.shape)} and displacement {tuple(disp.shape)} do not match; "
+            "expected image (N, C, *spatial) and displacement (N, S, *spatial) with S spatial axes"
+        )
+    coords = identity_grid(tuple(disp.shape[2:]), disp.device, disp.dtype) + disp
+    return _sample(image, coords, mode, padding_mode)
+
+
+def compose(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """Displacement of ``x -> x + first(x) -> y + second(y)`` (voxels).
+
+    ``first`` maps fixed to an intermediate space and ``second`` intermediate to moving, so the
+    result is ``first(x) + second(x + first(x))``.
+    """
+    return first + warp(second, first, mode="bilinear", padding_mode="border")
+
+
+def resize_field(disp: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Resample a voxel displacement to ``shape`` and rescale its values to the new voxel size.
+
+    The two grids share their corner voxels (``align_corners=True``), so a voxel displacement is
+    multiplied by ``(new - 1) / (old - 1)`` along each axis.
+    """
+    old = disp.shape[2:]
+    if tuple(old) == tuple(shape):
+        return disp
+    mode = "trilinear" if len(shape) == 3 else "bilinear"
+    out = F.interpolate(disp, size=tuple(shape), mode=mode, align_corners=True)
+    factors = torch.tensor([(n - 1) / max(o - 1, 1) for n, o in zip(shape, old)], device=disp.device, dtype=disp.dtype)
+    return out * factors.view(1, -1, *([1] * len(shape)))
+
+
+def _gaussian_kernel(sigma: float, device, dtype) -> torch.Tensor:
+    radius = max(1, int(math.ceil(3.0 * sigma)))
+    x = torch.arange(-radius, radius + 1, device=device, dtype=dtype)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    return kernel / kernel.sum()
+
+
+def gaussian_smooth(tensor: torch.Tensor, sigma: float | tuple[float, ...]) -> torch.Tensor:
+    """Separable Gaussian smoothing of ``(N, C, *spatial)`` with ``sigma`` in voxels (replicate borders)."""
+    spatial = tensor.ndim - 2
+    sigmas = (sigma,) * spatial if isinstance(sigma, (int, float)) else tuple(sigma)
+    out = tensor
+    channels = tensor.shape[1]
+    conv = (F.conv1d, F.conv2d, F.conv3d)[spatial - 1]
+    for axis, s in enumerate(sigmas):
+        if s <= 0:
+            continue
+        kernel = _gaussian_kernel(float(s), tensor.device, tensor.dtype)
+        radius = kernel.numel() // 2
+        shape = [1] * spatial
+        shape[axis] = kernel.numel()
+        weight = kernel.view(1, 1, *shape).repeat(channels, 1, *([1] * spatial))
+        pad = [0, 0] * spatial
+        # F.pad orders padding from the last axis backwards.
+        pad[2 * (spatial - 1 - axis)] = radius
+        pad[2 * (spatial - 1 - axis) + 1] = radius
+        out = conv(F.pad(out, pad, mode="replicate"), weight, groups=channels)
+    return out
+
+
+def _box_axis(tensor: torch.Tensor, dim: int, radius: int) -> torch.Tensor:
+    """Mean over ``2 * radius + 1`` neighbours along ``dim`` with replicate borders (slices, no pooling)."""
+    size = tensor.shape[dim]
+    first = tensor.narrow(dim, 0, 1)
+    last = tensor.narrow(dim, size - 1, 1)
+    padded = torch.cat([first] * radius + [tensor] + [last] * radius, dim=dim)
+    total = padded.narrow(dim, 0, size)
+    for shift in range(1, 2 * radius + 1):
+        total = total + padded.narrow(dim, shift, size)
+    return total / (2 * radius + 1)
+
+
+def box_smooth(tensor: torch.Tensor, radius: int, passes: int = 1) -> torch.Tensor:
+    """Repeated separable box (mean) filter of half-width ``radius`` voxels, replicate borders.
+
+    Two passes give a piecewise-quadratic and three a cubic B-spline-like kernel. Written with
+    slices and additions, which is several times faster than pooling on CPU, forward and backward.
+    """
+    if radius <= 0:
+        return tensor
+    out = tensor
+    for _ in range(passes):
+        for dim in range(2, tensor.ndim):
+            out = _box_axis(out, dim, radius)
+    return out
+
+
+def _gradients(disp: torch.Tensor) -> list[torch.Tensor]:
+    """Central differences (one-sided at the borders) of ``disp`` along each spatial axis."""
+    grads = []
+    for axis in range(disp.ndim - 2):
+        dim = axis + 2
+        grads.append(torch.gradient(disp, dim=dim)[0])
+    return grads
+
+
+def jacobian_determinant(disp: torch.Tensor) -> torch.Tensor:
+    """Determinant of the Jacobian of ``x -> x + u(x)``, ``(N, *spatial)``, unitless.
+
+    ``disp`` is ``(N, S, *spatial)`` in voxels (S = 2 or 3). Values <= 0 mark folding.
+    """
+    spatial = disp.ndim - 2
+    grads = _gradients(disp)  # grads[j][:, i] = d u_i / d x_j
+    eye = torch.eye(spatial, device=disp.device, dtype=disp.dtype)
+    jac = [[grads[j][:, i] + eye[i, j] for j in range(spatial)] for i in range(spatial)]
+    if spatial == 2:
+        return jac[0][0] * jac[1][1] - jac[0][1] * jac[1][0]
+    if spatial == 3:
+        return (jac[0][0] * (jac[1][1] * jac[2][2] - jac[1][2] * jac[2][1])
+                - jac[0][1] * (jac[1][0] * jac[2][2] - jac[1][2] * jac[2][0])
+                + jac[0][2] * (jac[1][0] * jac[2][1] - jac[1][1] * jac[2][0]))
+    raise RegistrationError(f"jacobian_determinant(): expected 2 or 3 spatial axes, found {spatial}")
+
+
+def diffusion_penalty(disp: torch.Tensor) -> torch.Tensor:
+    """Mean squared forward difference of ``disp`` over all axes and components (voxels^2)."""
+    total = disp.new_zeros(())
+    for axis in range(disp.ndim - 2):
+        diff = torch.diff(disp, dim=axis + 2)
+        total = total + diff.pow(2).mean()
+    return total
+
+
+def invert(disp: torch.Tensor, iterations: int = 20) -> torch.Tensor:
+    """Approximate inverse ``v`` with ``v(y) = -u(y + v(y))`` by fixed-point iteration (voxels).
+
+    Converges for fields without folding whose Jacobian stays away from zero.
+    """
+    inverse = -disp
+    for _ in range(iterations):
+        inverse = -warp(disp, inverse)
+    return inverse
+
+
+def affine_to_field(matrix: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Voxel-space affine ``(S, S+1)`` (fixed voxel -> moving voxel) as a displacement ``(1, S, *shape)``."""
+    spatial = len(shape)
+    grid = identity_grid(shape, matrix.device, matrix.dtype)
+    flat = grid.reshape(spatial, -1)
+    moved = matrix[:, :spatial] @ flat + matrix[:, spatial:]
+    return (moved - flat).reshape(1, spatial, *shape)

@@ -1,0 +1,142 @@
+"""Typed configuration of a transfer / data-efficiency sweep."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from ..errors import ConfigError
+from ..utils import look_up_option
+
+__all__ = ["TransferConfig", "MODES", "VAL_POLICIES", "PROBES", "DEFAULT_FRACTIONS"]
+
+MODES = ("frozen", "finetune")
+VAL_POLICIES = ("scaled", "full")
+PROBES = ("linear", "mlp")
+DEFAULT_FRACTIONS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+@dataclass
+class TransferConfig:
+    """Budgets and optimiser settings of every run of a sweep.
+
+    A run trains for ``clip(max_epochs * steps_per_epoch, min_steps, max_steps)`` optimizer
+    steps (an epoch is one pass over the run's training subset), evaluates the primary metric
+    on the validation subset every ``eval_every`` steps (default: once per epoch, but not more
+    often than every ``min_eval_interval`` steps) and stops after ``patience`` evaluations
+    without improvement; the weights of the best validation evaluation are scored on the test
+    split. The test split is never used for any choice.
+
+    Attributes:
+        fractions: training-data fractions in (0, 1].
+        seeds: number of seeds (0 .. seeds-1); a seed fixes the subset, the head init, the
+            batch order and, for random-init encoders, the encoder init.
+        modes: ``frozen`` (encoder and input adapters fixed; features computed once per task)
+            and/or ``finetune`` (everything trains).
+        batch_size: training batch size (capped by the subset size).
+        eval_batch_size: batch size of feature extraction and evaluation.
+        lr: learning rate of the head (decoder + head for dense tasks, head when fine-tuning).
+        probe_lr: learning rate of the frozen-mode probe on standardised pooled features.
+        encoder_lr_ratio: encoder (and adapter) learning rate = ``lr * encoder_lr_ratio`` when
+            fine-tuning.
+        weight_decay: AdamW weight decay.
+        max_epochs, min_steps, max_steps: the step budget (see above).
+        eval_every: validation interval in steps (``None``: automatic).
+        min_eval_interval: lower bound of the automatic validation interval.
+        patience: evaluations without improvement before stopping.
+        val_policy: ``scaled`` (validation subset = the same stratified fraction of the val
+            split, at least one sample per stratum: a 1 % run sees 1 % of the labels in total)
+            or ``full`` (the whole val split for every fraction).
+        probe: frozen classification/multilabel head on the pooled embedding: ``linear`` or
+            ``mlp`` (one hidden layer).
+        encoder: architecture of random-init encoders (registry name).
+        decoder_channels: width of the decoder of random-init models.
+        init_seed: offset of the random-init encoder seed (encoder seed = init_seed + seed).
+        n_boot: bootstrap resamples of the test cases stored per run (for the report's CIs).
+        single_task_rounds: pretraining rounds of ``single:<task>`` baseline encoders.
+        device: ``auto``, ``cpu``, ``cuda[:N]``.
+        progress: rich progress bar.
+    """
+
+    fractions: tuple[float, ...] = DEFAULT_FRACTIONS
+    seeds: int = 3
+    modes: tuple[str, ...] = ("frozen", "finetune")
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    lr: float = 1e-3
+    probe_lr: float = 1e-2
+    encoder_lr_ratio: float = 0.1
+    weight_decay: float = 1e-4
+    max_epochs: int = 50
+    min_steps: int = 30
+    max_steps: int = 300
+    eval_every: int | None = None
+    min_eval_interval: int = 10
+    patience: int = 5
+    val_policy: str = "scaled"
+    probe: str = "linear"
+    encoder: str = "resnet_small"
+    decoder_channels: int = 64
+    init_seed: int = 0
+    n_boot: int = 200
+    single_task_rounds: int = 200
+    device: str = "auto"
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        def bad(name: str, expected: str) -> ConfigError:
+            return ConfigError(f"transfer config {name!r}: expected {expected}, got {getattr(self, name)!r}")
+
+        if isinstance(self.fractions, str):
+            self.fractions = tuple(float(x) for x in self.fractions.split(",") if x.strip())
+        self.fractions = tuple(sorted({float(f) for f in self.fractions}))
+        if not self.fractions or not all(0.0 < f <= 1.0 for f in self.fractions):
+            raise bad("fractions", "numbers in (0, 1]")
+        if isinstance(self.modes, str):
+            self.modes = tuple(m.strip() for m in self.modes.split(",") if m.strip())
+        self.modes = tuple(dict.fromkeys(look_up_option(m, MODES, what="transfer mode") for m in self.modes))
+        if not self.modes:
+            raise bad("modes", f"one or more of {MODES}")
+        for name in ("seeds", "batch_size", "eval_batch_size", "max_epochs", "min_steps", "max_steps",
+                     "patience", "min_eval_interval", "decoder_channels"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise bad(name, "an integer >= 1")
+        if self.min_steps > self.max_steps:
+            raise bad("min_steps", f"<= max_steps ({self.max_steps})")
+        if self.eval_every is not None and (not isinstance(self.eval_every, int) or self.eval_every < 1):
+            raise bad("eval_every", "an integer >= 1 or null")
+        for name in ("n_boot", "init_seed", "single_task_rounds"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise bad(name, "an integer >= 0")
+        for name in ("lr", "probe_lr"):
+            if not getattr(self, name) > 0:
+                raise bad(name, "a positive number")
+        if not self.encoder_lr_ratio >= 0:
+            raise bad("encoder_lr_ratio", "a number >= 0")
+        if self.weight_decay < 0:
+            raise bad("weight_decay", "a number >= 0")
+        look_up_option(self.val_policy, VAL_POLICIES, what="transfer val_policy")
+        look_up_option(self.probe, PROBES, what="transfer probe")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["fractions"] = list(self.fractions)
+        d["modes"] = list(self.modes)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TransferConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        for key in data:
+            look_up_option(str(key), known, what="transfer config field")
+        return cls(**dict(data))
+
+    def replace(self, **overrides: Any) -> "TransferConfig":
+        """A copy with the non-``None`` ``overrides`` applied."""
+        d = self.to_dict()
+        d.update({k: v for k, v in overrides.items() if v is not None})
+        return TransferConfig.from_dict(d)

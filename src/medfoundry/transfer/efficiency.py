@@ -1,0 +1,256 @@
+"""Data-efficiency sweeps: every (task, encoder, mode, seed, fraction) run, resumable.
+
+For each downstream task the sweep trains on nested, stratified subsets of the train split
+(``MultiTaskDatabase.fraction_indices``), early-stops on the validation split and scores the
+best weights on the **test split only**. Results go to ``OUT/results.{json,csv}`` after every
+run (see :mod:`.results`), with ``OUT/config.json`` and ``OUT/versions.json`` beside them; a
+rerun with the same ``OUT`` skips the runs already done.
+
+Example:
+    >>> from medfoundry.transfer import run_sweep
+    >>> store = run_sweep("demo_out/db", encoders=["random", "mt=demo_out/pretrain"],
+    ...                   tasks=["derm_cls"], out="demo_out/transfer", fractions=(0.01, 0.1, 1.0), seeds=2)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..data.database import MultiTaskDatabase
+from ..errors import ConfigError, MedfoundryError
+from ..evaluation.tasks import chance_level, primary_bootstrap, primary_metric, task_metrics
+from ..utils import atomic_write_json, resolve_device
+from .config import TransferConfig
+from .encoders import EncoderSource, build_model, parse_encoder, prepare_encoder
+from .finetune import run_finetune
+from .loop import TaskData
+from .probe import FeatureCache, extract_features, run_frozen
+from .results import ResultStore, run_id
+
+__all__ = ["run_sweep", "run_transfer", "plan_runs", "software_versions", "BOOTSTRAP_SEED"]
+
+# One fixed seed for the test-case resamples, so replicate b is the same resample in every run
+# of a task (what the seed x case bootstrap of the report needs).
+BOOTSTRAP_SEED = 0
+
+
+def software_versions(device: torch.device | None = None) -> dict[str, Any]:
+    """Versions of Python, the platform and the numerical stack (for the report)."""
+    import importlib.metadata as md
+
+    out: dict[str, Any] = {"medfoundry": __version__, "python": sys.version.split()[0],
+                           "platform": platform.platform(), "torch_threads": torch.get_num_threads()}
+    for pkg in ("torch", "numpy", "scipy", "monai", "matplotlib"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    if device is not None:
+        out["device"] = str(device)
+        if device.type == "cuda":
+            out["gpu"] = torch.cuda.get_device_name(device)
+    return out
+
+
+def plan_runs(tasks: Sequence[str], sources: Sequence[EncoderSource], cfg: TransferConfig,
+              random_finetune: bool = True) -> list[tuple[str, EncoderSource, str, int, float]]:
+    """Every ``(task, source, mode, seed, fraction)`` of a sweep, in execution order.
+
+    With ``random_finetune``, random-init encoders always run in ``finetune`` mode (the
+    baseline every goal compares with) besides the requested modes.
+    """
+    plan = []
+    for task in tasks:
+        for src in sources:
+            modes = list(cfg.modes)
+            if random_finetune and src.kind == "random" and "finetune" not in modes:
+                modes.append("finetune")
+            for mode in modes:
+                for seed in range(cfg.seeds):
+                    for fraction in cfg.fractions:
+                        plan.append((task, src, mode, seed, fraction))
+    return plan
+
+
+def _progress(enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("[bold]transfer[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), TextColumn("{task.description}"), disable=not enabled, transient=False)
+
+
+def run_sweep(database: str | Path, encoders: Sequence[str], out: str | Path, tasks: Sequence[str] | None = None,
+              config: TransferConfig | None = None, baseline: bool = True, fail_fast: bool = False,
+              feature_cache: FeatureCache | None = None, on_run: Callable[[dict[str, Any]], None] | None = None,
+              **overrides: Any) -> ResultStore:
+    """Run (or resume) a transfer / data-efficiency sweep.
+
+    Args:
+        database: database folder.
+        encoders: ``--encoder`` values (see :mod:`.encoders`).
+        out: output folder (created; reused to resume).
+        tasks: task names (default: every task with ``group == "downstream"``).
+        config: budgets; ``overrides`` (e.g. ``fractions=``, ``seeds=``, ``modes=``) replace fields.
+        baseline: add the ``random`` encoder if no random-init encoder is listed.
+        fail_fast: re-raise a failing run instead of recording it as ``status: failed``
+            (a failed run is retried when the sweep is resumed).
+        feature_cache: share frozen features between calls (default: a new cache).
+        on_run: called with each new record.
+
+    Returns:
+        The :class:`ResultStore` of ``out``.
+
+    Raises:
+        ConfigError / DataError: bad encoders, tasks or settings.
+    """
+    cfg = (config or TransferConfig()).replace(**overrides)
+    db = MultiTaskDatabase.open(database)
+    if tasks is None:
+        tasks = db.task_names(group="downstream")
+        if not tasks:
+            raise ConfigError(f"{database}: no task has group 'downstream'; name the tasks with --task")
+    tasks = list(dict.fromkeys(tasks))
+    for t in tasks:
+        db.task(t)  # unknown names fail here, with close matches
+    if not encoders and not baseline:
+        raise ConfigError("transfer: give at least one --encoder")
+    sources = [parse_encoder(e, cfg) for e in encoders]
+    if baseline and not any(s.kind == "random" for s in sources):
+        sources.insert(0, parse_encoder("random", cfg))
+    labels = [s.label for s in sources]
+    dup = sorted({x for x in labels if labels.count(x) > 1})
+    if dup:
+        raise ConfigError(f"transfer: encoder labels {dup} are used twice; name them with LABEL=PATH")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    store = ResultStore(out)
+    _write_config(out, database, tasks, sources, cfg, store)
+    atomic_write_json(out / "versions.json", software_versions(device))
+    plan = plan_runs(tasks, sources, cfg, random_finetune=baseline)
+    done = store.done()
+    cache = feature_cache if feature_cache is not None else FeatureCache()
+    prepared: dict[str, EncoderSource] = {}
+    with _progress(cfg.progress) as bar:
+        job = bar.add_task("", total=len(plan))
+        current_task, data = None, None
+        for task, src, mode, seed, fraction in plan:
+            rid = run_id(task, src.label, mode, fraction, seed)
+            if rid in done:
+                bar.advance(job)
+                continue
+            if task != current_task:
+                cache.drop(lambda k, t=current_task: k[-1] == t)
+                current_task, data = task, TaskData(db, task)
+            if src.label not in prepared:
+                bar.update(job, description=f"preparing encoder {src.label}")
+                prepared[src.label] = prepare_encoder(src, database, out, cfg, db.task(task).spatial_dims)
+            bar.update(job, description=rid)
+            try:
+                record = _one_run(db, data, prepared[src.label], mode, seed, fraction, cfg, device, cache)
+            except MedfoundryError:
+                raise
+            except (RuntimeError, ValueError, FloatingPointError) as err:
+                if fail_fast:
+                    raise
+                record = {"run_id": rid, "status": "failed", "task": task, "encoder": src.label, "mode": mode,
+                          "fraction": fraction, "seed": seed, "error": f"{type(err).__name__}: {err}"}
+            store.add(record)
+            if on_run is not None:
+                on_run(record)
+            bar.advance(job)
+    return store
+
+
+def _write_config(out: Path, database: str | Path, tasks: Sequence[str], sources: Sequence[EncoderSource],
+                  cfg: TransferConfig, store: ResultStore) -> None:
+    path = out / "config.json"
+    doc = {"database": str(database), "tasks": list(tasks),
+           "encoders": [{"label": s.label, "kind": s.kind, "spec": s.spec} for s in sources],
+           "transfer": cfg.to_dict()}
+    if path.is_file() and len(store):
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            old = None
+        if isinstance(old, dict) and old.get("transfer") != doc["transfer"]:
+            changed = sorted(k for k in doc["transfer"] if old.get("transfer", {}).get(k) != doc["transfer"][k]
+                             and k not in ("fractions", "seeds", "modes", "progress", "device"))
+            if changed:
+                raise ConfigError(f"{out}: results exist from a sweep with other settings ({', '.join(changed)}); "
+                                  "use a new --out folder or the same settings")
+        if isinstance(old, dict):  # remember every task and encoder this folder has seen
+            doc["tasks"] = list(dict.fromkeys([*old.get("tasks", []), *doc["tasks"]]))
+            known = {e["label"]: e for e in old.get("encoders", [])}
+            known.update({e["label"]: e for e in doc["encoders"]})
+            doc["encoders"] = list(known.values())
+    atomic_write_json(path, doc)
+
+
+def _one_run(db: MultiTaskDatabase, data: TaskData, src: EncoderSource, mode: str, seed: int, fraction: float,
+             cfg: TransferConfig, device: torch.device, cache: FeatureCache) -> dict[str, Any]:
+    spec = data.spec
+    task = spec.name
+    t0 = time.perf_counter()
+    train_idx = db.fraction_indices(task, fraction, seed)
+    val_split = db.split_indices(task, "val")
+    if len(val_split) == 0:
+        val_idx = val_split
+    elif cfg.val_policy == "scaled":
+        val_idx = db.fraction_indices(task, fraction, seed, split="val")
+    else:
+        val_idx = val_split
+    test_idx = db.split_indices(task, "test")
+    train_pos, val_pos, test_pos = data.positions(train_idx), data.positions(val_idx), data.positions(test_idx)
+    model = build_model(src, spec, cfg, seed)
+    if mode == "frozen":
+        model.to(device)
+        enc_seed = cfg.init_seed + seed if src.kind == "random" else None
+        feats = cache.get((src.label, enc_seed, task),
+                          lambda: extract_features(model, data, cfg.eval_batch_size, device))
+        result = run_frozen(model, data, feats, train_pos, val_pos, test_pos, cfg, seed, device)
+    else:
+        result = run_finetune(model, data, train_pos, val_pos, test_pos, cfg, seed, device)
+    targets = [data.targets[p] for p in test_pos]
+    spacings = [data.spacings[p] for p in test_pos]
+    with np.errstate(all="ignore"):
+        metrics = task_metrics(spec, result.test_preds, targets, spacings)
+        boots = primary_bootstrap(spec, result.test_preds, targets, cfg.n_boot, seed=BOOTSTRAP_SEED)
+    name = primary_metric(spec.kind)
+    fit = result.fit
+    return {
+        "run_id": run_id(task, src.label, mode, fraction, seed), "status": "ok",
+        "task": task, "kind": spec.kind.value, "role": spec.extra.get("role"), "group": spec.group,
+        "encoder": src.label, "encoder_kind": src.kind, "encoder_source": src.spec, "mode": mode,
+        "fraction": fraction, "seed": seed,
+        "n_train": int(len(train_idx)), "n_val": int(len(val_idx)), "n_test": int(len(test_idx)),
+        "primary_metric": name, "primary": metrics.get(name, math.nan), "chance": chance_level(spec),
+        "metrics": metrics, "val_primary": fit.val_primary, "steps": fit.steps, "best_step": fit.best_step,
+        "epochs": round(fit.epochs, 3), "time_s": round(time.perf_counter() - t0, 3),
+        "bootstrap": [float(x) for x in boots],
+    }
+
+
+def run_transfer(encoder: str, database: str | Path, task: str, mode: str = "frozen",
+                 fractions: Sequence[float] = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0), seeds: int = 3,
+                 out: str | Path = "transfer_out", config: TransferConfig | None = None, **overrides: Any
+                 ) -> list[dict[str, Any]]:
+    """One encoder on one task in one mode over fractions and seeds (no automatic baseline).
+
+    Returns the records of this encoder/task/mode from ``out``'s results (see :func:`run_sweep`).
+    """
+    store = run_sweep(database, [encoder], out, tasks=[task], config=config, baseline=False,
+                      fractions=tuple(fractions), seeds=seeds, modes=(mode,), **overrides)
+    label = parse_encoder(encoder, config).label
+    return [r for r in store.records if r.get("task") == task and r.get("encoder") == label
+            and r.get("mode") == mode]

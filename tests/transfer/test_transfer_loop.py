@@ -1,0 +1,55 @@
+"""Early stopping of medfoundry.transfer.loop.fit on a scripted validation sequence."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from medfoundry.errors import ConfigError
+from medfoundry.transfer import TransferConfig
+from medfoundry.transfer.loop import fit, step_budget
+
+
+def test_step_budget():
+    cfg = TransferConfig(batch_size=8, max_epochs=3, min_steps=5, max_steps=20, min_eval_interval=2)
+    # 100 samples: 13 steps per epoch x 3 = 39 -> capped at 20; validate every epoch (13)
+    assert step_budget(100, cfg) == (8, 20, 13)
+    # 3 samples: batch 3, 1 step per epoch x 3 = 3 -> raised to 5; validate every 2 steps
+    assert step_budget(3, cfg) == (3, 5, 2)
+
+
+def test_early_stopping_restores_best_weights():
+    cfg = TransferConfig(batch_size=2, max_epochs=100, min_steps=1, max_steps=100, eval_every=1, patience=2)
+    lin = nn.Linear(1, 1)
+    opt = torch.optim.SGD(lin.parameters(), lr=0.1)
+    scores = iter([0.1, 0.5, 0.3, 0.4, 0.9, 0.95])
+    weights = []
+
+    def train_step(batch):
+        return (lin(torch.ones(len(batch), 1)) - 5.0).pow(2).mean()
+
+    def validate():
+        weights.append(lin.weight.item())
+        return next(scores), 0.0
+
+    res = fit([lin], opt, train_step, validate, n_train=4, cfg=cfg, seed=0)
+    # best 0.5 at step 2; steps 3 and 4 do not improve -> stop at step 4 with step 2's weights
+    assert res.best_step == 2 and res.steps == 4 and res.val_primary == 0.5
+    assert lin.weight.item() == pytest.approx(weights[1])
+
+
+def test_nan_metric_falls_back_to_loss():
+    cfg = TransferConfig(batch_size=1, max_epochs=100, min_steps=1, max_steps=3, eval_every=1, patience=5)
+    lin = nn.Linear(1, 1)
+    opt = torch.optim.SGD(lin.parameters(), lr=0.0)
+    vals = iter([(float("nan"), 2.0), (float("nan"), 1.0), (float("nan"), 3.0)])
+    res = fit([lin], opt, lambda b: lin(torch.ones(1, 1)).sum(), lambda: next(vals), 1, cfg, seed=0)
+    assert res.best_step == 2 and res.val_loss == 1.0
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="fractions"):
+        TransferConfig(fractions=(0.0, 0.5))
+    with pytest.raises(ConfigError, match="mode"):
+        TransferConfig(modes=("frozen", "linear"))
+    assert TransferConfig(fractions="1,0.1").fractions == (0.1, 1.0)
