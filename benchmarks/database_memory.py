@@ -2,7 +2,7 @@
 
 Builds one classification task of ``--gb`` GiB on disk (float16 images, written through
 ``DatabaseWriter``), then, in a fresh subprocess, reads every sample once through
-``TaskDataset`` and reports memory as JSON:
+``TaskDataset``, and in another one runs ``validate_database`` over it; reports memory as JSON:
 
 * ``peak_rss_anon_mb``: the process's private memory (heap, Python objects, the current
   sample): what memory-mapping is meant to keep flat;
@@ -75,10 +75,23 @@ def iterate(root: Path) -> dict[str, float]:
             peak_anon, peak_file = max(peak_anon, s["RssAnon"]), max(peak_file, s["RssFile"])
     s = _status()
     return {"samples": len(ds), "seconds": time.perf_counter() - t0, "checksum": checksum,
-            "peak_rss_anon_mb": max(peak_anon, s["RssAnon"]) / 1024, "peak_rss_file_mb": max(peak_file, s["RssFile"]) / 1024,
+            "peak_rss_anon_mb": max(peak_anon, s["RssAnon"]) / 1024,
+            "peak_rss_file_mb": max(peak_file, s["RssFile"]) / 1024,
             "vm_hwm_mb": s["VmHWM"] / 1024, "baseline_rss_anon_mb": base["RssAnon"] / 1024,
             "baseline_rss_file_mb": base["RssFile"] / 1024,
             "growth_rss_anon_mb": (max(peak_anon, s["RssAnon"]) - base["RssAnon"]) / 1024}
+
+
+def validate(root: Path) -> dict[str, float]:
+    from medfoundry.data.validate import validate_database
+
+    base = _status()
+    t0 = time.perf_counter()
+    problems = validate_database(root)
+    s = _status()
+    return {"validate_seconds": time.perf_counter() - t0, "validate_problems": len(problems),
+            "validate_growth_rss_anon_mb": (s["RssAnon"] - base["RssAnon"]) / 1024,
+            "validate_vm_hwm_mb": s["VmHWM"] / 1024}
 
 
 class MemoryCgroup:
@@ -140,14 +153,14 @@ def main() -> None:
     ap.add_argument("--gb", type=float, default=1.5, help="database size in GiB")
     ap.add_argument("--out", type=Path, default=Path("/tmp/medfoundry_dbmem"), help="scratch folder (deleted)")
     ap.add_argument("--limit-mb", type=int, default=0, help="run both stages under this hard memory limit")
-    ap.add_argument("--stage", choices=["build", "iterate"], help=argparse.SUPPRESS)
+    ap.add_argument("--stage", choices=["build", "iterate", "validate"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     root = args.out / "db"
     if args.stage == "build":
         build(root, args.gb)
         return
-    if args.stage == "iterate":
-        print(json.dumps(iterate(root)))
+    if args.stage in ("iterate", "validate"):
+        print(json.dumps(iterate(root) if args.stage == "iterate" else validate(root)))
         return
 
     group = MemoryCgroup(args.limit_mb) if args.limit_mb else None
@@ -162,6 +175,9 @@ def main() -> None:
         run = subprocess.run(cmd + ["--stage", "iterate"], check=True, env=env, preexec_fn=pre,
                              capture_output=True, text=True)
         result = json.loads(run.stdout.strip().splitlines()[-1])
+        run = subprocess.run(cmd + ["--stage", "validate"], check=True, env=env, preexec_fn=pre,
+                             capture_output=True, text=True)
+        result.update(json.loads(run.stdout.strip().splitlines()[-1]))
         db_mb = size / 2**20
         result.update({
             "database_mb": db_mb, "build_seconds": build_s,

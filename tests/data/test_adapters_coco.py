@@ -46,3 +46,11 @@ def test_split_per_file_and_size_mismatch(tmp_path):
     with pytest.raises(DataError, match="width=41"):
         import_coco(a, tmp_path / "db", "d2", modality="other", image_size=(8, 8))
     assert "d2" not in MultiTaskDatabase.open(tmp_path / "db").tasks
+
+
+def test_pad_fit_shifts_boxes(tmp_path):
+    import_coco(_coco(tmp_path), tmp_path / "db", "cells", modality="microscopic", image_size=(10, 10), fit="pad")
+    db = MultiTaskDatabase.open(tmp_path / "db")
+    # 20x40 -> scale 0.25 -> 5x10 content at row offset 2: [4,2,14,8] -> [1, 0.5+2, 3.5, 2+2]
+    np.testing.assert_allclose(db.target("cells", 0)["boxes"][0], [1, 2.5, 3.5, 4])
+    assert db.image("cells", 0).shape == (1, 10, 10)

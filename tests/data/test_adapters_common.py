@@ -69,3 +69,21 @@ def test_add_task_refuses_non_database_folder(tmp_path):
     (tmp_path / "x" / "file.txt").write_text("hi")
     with pytest.raises(DataError, match="holds no database.yaml"):
         add_task(tmp_path / "x", _spec("t"), _samples(2), 2, {"train": [0, 1]})
+
+
+def test_pad_fit_keeps_aspect_ratio_for_image_mask_and_boxes():
+    from medfoundry.data.adapters import Fit
+
+    plan = Fit.plan((10, 20), (8, 8), "pad")  # scale 0.4 -> 4 x 8 content, 2 rows of padding above
+    assert plan.inner == (4, 8) and plan.offset == (2, 0)
+    img = plan.image(np.ones((1, 10, 20), np.float32))
+    assert img[0, :2].sum() == 0 and img[0, 6:].sum() == 0 and np.allclose(img[0, 2:6], 1)
+    mask = plan.mask(np.ones((10, 20), np.uint8))
+    assert mask.sum() == 32
+    np.testing.assert_allclose(plan.boxes(np.array([[0, 0, 20, 10], [5, 5, 10, 10]])),
+                               [[0, 2, 8, 6], [2, 4, 4, 6]])
+    assert plan.spacing((0.5, 0.5)) == pytest.approx((1.25, 1.25))
+    stretch = Fit.plan((10, 20), (8, 8), "stretch")
+    assert stretch.spacing((0.5, 0.5)) == pytest.approx((0.625, 1.25))
+    with pytest.raises(DataError, match="fit must be one of"):
+        Fit.plan((10, 20), (8, 8), "crop")

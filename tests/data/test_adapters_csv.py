@@ -29,7 +29,8 @@ def test_single_column_classification_with_split_column(tmp_path):
 
 def test_multilabel_from_01_columns_and_from_separator(tmp_path):
     _images(tmp_path, 4)
-    (tmp_path / "a.csv").write_text("file,effusion,edema,pid\n0.png,1,0,p1\n1.png,0,-1,p1\n2.png,1,1,p2\n3.png,0,0,p3\n")
+    (tmp_path / "a.csv").write_text("file,effusion,edema,pid\n0.png,1,0,p1\n1.png,0,-1,p1\n"
+                                    "2.png,1,1,p2\n3.png,0,0,p3\n")
     with pytest.raises(DataError, match=r"row 3.*uncertain"):
         import_csv(tmp_path / "a.csv", tmp_path / "db", "m", modality="x-ray", image_size=(4, 4),
                    image_column="file", label_columns=["effusion", "edema"])
@@ -53,3 +54,15 @@ def test_missing_files_and_columns_are_reported(tmp_path):
         import_csv(tmp_path / "c.csv", tmp_path / "db", "t", modality="x-ray", image_size=(4, 4))
     with pytest.raises(DataError, match="'img' not in the header"):
         import_csv(tmp_path / "c.csv", tmp_path / "db", "t", modality="x-ray", image_size=(4, 4), image_column="img")
+
+
+def test_semicolon_separated_with_patient_groups(tmp_path):
+    _images(tmp_path, 12)
+    rows = ["path;label;pid"] + [f"{i}.png;{'ab'[i % 2]};p{i // 2}" for i in range(12)]
+    (tmp_path / "s.csv").write_text("\n".join(rows) + "\n")
+    import_csv(tmp_path / "s.csv", tmp_path / "db", "t", modality="x-ray", image_size=(4, 4), group_column="pid",
+               split_ratios=(0.5, 0.25, 0.25), seed=2)
+    db = MultiTaskDatabase.open(tmp_path / "db")
+    split_of = {int(i): s for s in ("train", "val", "test") for i in db.split_indices("t", s)}
+    assert len(split_of) == 12
+    assert all(split_of[2 * p] == split_of[2 * p + 1] for p in range(6))  # both images of a patient together

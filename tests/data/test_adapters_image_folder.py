@@ -48,6 +48,18 @@ def test_split_subfolders_are_kept_and_rgb_converted(tmp_path):
     assert db.image("t", 0).max() == pytest.approx(1.0, abs=1e-3)  # luminance weights sum to 1
 
 
+def test_nested_patient_folders_and_hidden_files(tmp_path):
+    _write(tmp_path / "src" / "a" / "patient1" / "x.png", 10)
+    _write(tmp_path / "src" / "a" / "patient2" / "y.png", 10)
+    _write(tmp_path / "src" / "a" / ".cache" / "z.png", 10)
+    _write(tmp_path / "src" / "b" / "w.png", 90)
+    res = import_image_folder(tmp_path / "src", tmp_path / "db", "t", modality="other", image_size=(4, 4),
+                              split_ratios=(1, 0, 0))
+    assert res.split_sizes["train"] == 3
+    sources = (tmp_path / "db" / "tasks" / "t" / "sources.json").read_text()
+    assert "patient2/y.png" in sources and ".cache" not in sources
+
+
 def test_unknown_class_folder_is_an_error(tmp_path):
     _write(tmp_path / "src" / "cat" / "a.png", 1)
     _write(tmp_path / "src" / "dgo" / "a.png", 1)

@@ -70,3 +70,46 @@ def test_mr_percentile_normalisation_and_label_mismatch(tmp_path):
     nib.save(nib.Nifti1Image(np.asarray(lab.dataobj)[:8], lab.affine), tmp_path / "lab" / "case0.nii.gz")
     with pytest.raises(DataError, match="case0.nii.gz"):
         import_volumes(tmp_path / "im", tmp_path / "lab", tmp_path / "db", "t", image_size=(8, 8))
+
+
+def test_dicom_series_case_with_nifti_label(tmp_path):
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+
+    ct = get_testdata_file("CT_small.dcm")
+    (tmp_path / "im" / "pat1").mkdir(parents=True)
+    (tmp_path / "lab").mkdir()
+    uid = generate_uid()
+    for k in range(3):
+        ds = pydicom.dcmread(ct)
+        ds.SeriesInstanceUID, ds.SOPInstanceUID, ds.InstanceNumber = uid, generate_uid(), k + 1
+        pos = [float(v) for v in ds.ImagePositionPatient]
+        ds.ImagePositionPatient = [pos[0], pos[1], pos[2] + 5.0 * k]
+        ds.save_as(tmp_path / "im" / "pat1" / f"{k}.dcm")
+    lab = np.zeros((128, 128, 3), np.uint8)
+    lab[10:20, 30:50, 1] = 1  # rows of the NIfTI = first on-disk axis (DICOM columns)
+    nib.save(nib.Nifti1Image(lab, np.eye(4)), tmp_path / "lab" / "pat1.nii.gz")
+    res = import_volumes(tmp_path / "im", tmp_path / "lab", tmp_path / "db", "ct", image_size=(64, 64),
+                         intensity="ct", split_ratios=(1, 0, 0), image_dtype="float32")
+    assert res.split_sizes == {"train": 1, "val": 0, "test": 0}
+    db = MultiTaskDatabase.open(tmp_path / "db")
+    mask = db.target("ct", 0)
+    assert mask[5:10, 15:25].all() and mask.sum() == 5 * 10  # nearest resize by 1/2 of the 10x20 block
+    assert db.spacing("ct", 0) == pytest.approx((0.661468 * 2, 0.661468 * 2), rel=1e-5)
+
+
+def test_whole_volumes_as_3d_task(tmp_path):
+    _volumes(tmp_path, n_cases=3)
+    res = import_volumes(tmp_path / "im", tmp_path / "lab", tmp_path / "db", "vol3d", image_size=(5, 8, 8),
+                         classes=["bg", "organ", "lesion"], intensity="ct", image_dtype="float32")
+    assert res.spec.spatial_dims == 3 and sum(res.split_sizes.values()) == 3
+    db = MultiTaskDatabase.open(tmp_path / "db")
+    assert db.image("vol3d", 0).shape == (1, 5, 8, 8)
+    mask = db.target("vol3d", 0)
+    # depth = on-disk axis 2 (10 slices of 3 mm -> 5 of 6 mm); foreground on slices 3..5 -> depth 1..2
+    assert mask.shape == (5, 8, 8) and mask[1:3].any() and not mask[0].any() and not mask[3:].any()
+    assert db.spacing("vol3d", 0) == pytest.approx((6.0, 1.6, 1.6))
+    from medfoundry.data.validate import validate_database
+
+    assert [p for p in validate_database(tmp_path / "db") if p.severity == "error"] == []

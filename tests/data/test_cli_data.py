@@ -21,6 +21,10 @@ def test_validate_ok_and_broken(toy_db, tmp_path, capsys):
     assert main(["data", "validate", str(db), "--no-progress"]) == 1
     out = capsys.readouterr().out
     assert "labels.npy" in out and "1 error(s)" in out
+    assert main(["data", "validate", str(db), "--json"]) == 1
+    problems = json.loads(capsys.readouterr().out)
+    assert [(p["field"], p["severity"]) for p in problems] == [("labels", "error")]
+    assert problems[0]["path"].endswith("toy_cls/labels.npy") and "sample 0 = 9" in problems[0]["message"]
 
 
 def test_validate_missing_folder_is_an_error_line(tmp_path, capsys):
@@ -97,3 +101,62 @@ def test_make_synthetic_calls_the_generator(tmp_path, monkeypatch, capsys):
     assert calls == [(str(out), 3, "small", True, True)]
     assert "toy_det" in capsys.readouterr().out
     assert main(["data", "make-synthetic", str(out), "--scale", "huge"]) == 2  # usage error from click
+
+
+def test_import_volumes_coco_and_medmnist_cli(tmp_path, capsys):
+    import nibabel as nib
+
+    (tmp_path / "im").mkdir()
+    (tmp_path / "lab").mkdir()
+    for c in range(3):
+        lab = np.zeros((8, 8, 4), np.uint8)
+        lab[2:6, 2:6, 1:3] = 2
+        img = np.where(lab > 0, 100.0, -1000.0).astype(np.float32)
+        nib.save(nib.Nifti1Image(img, np.eye(4)), tmp_path / "im" / f"c{c}.nii.gz")
+        nib.save(nib.Nifti1Image(lab, np.eye(4)), tmp_path / "lab" / f"c{c}_seg.nii.gz")
+    db = tmp_path / "db"
+    assert main(["data", "import", "volumes", str(tmp_path / "im"), str(tmp_path / "lab"), "--db", str(db),
+                 "--task", "vol", "--size", "8", "8", "--label-values", "0,2", "--classes", "bg,organ",
+                 "--window", "100", "200", "--intensity", "ct", "--image-dtype", "float32"]) == 0
+    database = MultiTaskDatabase.open(db)
+    assert database.num_samples("vol") == 6 and database.target("vol", 0).max() == 1
+    assert database.image("vol", 0).max() == np.float32(0.5)  # 100 HU in window 100/200 -> 0.5
+    assert main(["data", "import", "volumes", str(tmp_path / "im"), str(tmp_path / "lab"), "--db", str(db),
+                 "--task", "vol3d", "--depth", "4", "--size", "8", "8", "--label-values", "0,2"]) == 0
+    assert MultiTaskDatabase.open(db).task("vol3d").image_size == (4, 8, 8)
+
+    import json as _json
+    (tmp_path / "images").mkdir()
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(tmp_path / "images" / "a.png")
+    coco = {"images": [{"id": 1, "file_name": "images/a.png", "height": 10, "width": 10}],
+            "annotations": [{"id": 1, "image_id": 1, "bbox": [1, 2, 3, 4], "category_id": 1}],
+            "categories": [{"id": 1, "name": "cell"}]}
+    for name in ("tr.json", "va.json"):
+        (tmp_path / name).write_text(_json.dumps(coco))
+    assert main(["data", "import", "coco", str(tmp_path / "tr.json"), "--val-json", str(tmp_path / "va.json"),
+                 "--db", str(db), "--task", "det", "--modality", "microscopic", "--size", "10", "10"]) == 0
+    database = MultiTaskDatabase.open(db)
+    assert database.split_indices("det", "val").tolist() == [1]
+    np.testing.assert_allclose(database.target("det", 0)["boxes"], [[1, 2, 4, 6]])
+
+    arrays = {f"{s}_{k}": (np.zeros((2, 28, 28), np.uint8) if k == "images" else np.array([[0], [1]]))
+              for s in ("train", "val", "test") for k in ("images", "labels")}
+    np.savez(tmp_path / "m.npz", **arrays)
+    assert main(["data", "import", "medmnist", str(tmp_path / "m.npz"), "--db", str(db), "--task", "mnist",
+                 "--modality", "x-ray", "--size", "14", "14", "--classes", "no,yes"]) == 0
+    assert MultiTaskDatabase.open(db).task("mnist").image_size == (14, 14)
+    assert main(["data", "validate", str(db), "--no-progress"]) == 0
+
+
+def test_fit_pad_option_and_help(tmp_path, capsys):
+    (tmp_path / "src" / "a").mkdir(parents=True)
+    (tmp_path / "src" / "b").mkdir(parents=True)
+    for c in "ab":
+        Image.fromarray(np.full((10, 20), 255, np.uint8)).save(tmp_path / "src" / c / "x.png")
+    assert main(["data", "import", "image-folder", str(tmp_path / "src"), "--db", str(tmp_path / "db"), "--task",
+                 "t", "--modality", "other", "--size", "8", "8", "--fit", "pad", "--split-ratios", "1", "0", "0"]) == 0
+    img = MultiTaskDatabase.open(tmp_path / "db").image("t", 0)[0]
+    assert img[:2].max() == 0 and img[2:6].min() > 0.99  # letterboxed: 4 content rows centred
+    for cmd in (["data", "--help"], ["data", "import", "--help"], ["data", "import", "coco", "--help"]):
+        assert main(cmd) == 0
+    assert "--val-json" in capsys.readouterr().out

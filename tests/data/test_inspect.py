@@ -25,7 +25,8 @@ def test_detection_balance_with_empty_images(tmp_path):
     spec = TaskSpec("d", "detection", ("a", "b"), "other", 2, (8, 8), 1)
     with DatabaseWriter(tmp_path / "db", name="x") as w:
         tw = w.add_task(spec, n=3)
-        tw.set_sample(0, np.zeros((1, 8, 8)), {"boxes": [[0, 0, 2, 2], [1, 1, 3, 3], [4, 4, 8, 8]], "labels": [0, 1, 1]})
+        tw.set_sample(0, np.zeros((1, 8, 8)), {"boxes": [[0, 0, 2, 2], [1, 1, 3, 3], [4, 4, 8, 8]],
+                                               "labels": [0, 1, 1]})
         tw.set_sample(1, np.zeros((1, 8, 8)), {"boxes": [], "labels": []})
         tw.set_sample(2, np.zeros((1, 8, 8)), {"boxes": [[0, 0, 1, 1]], "labels": [1]})
         tw.set_splits({"train": [0, 1, 2]})
@@ -50,3 +51,17 @@ def test_table_and_contact_sheet(toy_db, tmp_path):
     assert again.read_bytes() == out.read_bytes()
     other = contact_sheet(MultiTaskDatabase.open(toy_db.root), tmp_path / "other.png", per_task=3, seed=2)
     assert other.read_bytes() != out.read_bytes()
+
+
+def test_3d_task_summary_and_sheet(tmp_path):
+    spec = TaskSpec("vol", "segmentation", ("bg", "organ"), "tomographic", 3, (4, 6, 6), 1)
+    with DatabaseWriter(tmp_path / "db", name="x") as w:
+        tw = w.add_task(spec, n=2)
+        for i in range(2):
+            mask = np.zeros((4, 6, 6), np.uint8)
+            mask[2, :3, :3] = 1  # 9 of 144 voxels, only on the middle slice
+            tw.set_sample(i, np.ones((1, 4, 6, 6)) * 0.5, mask)
+        tw.set_splits({"train": [0], "val": [1]})
+    s = summarize(tmp_path / "db")[0]
+    assert s["balance"]["pixel_share"]["organ"] == pytest.approx(9 / 144)
+    assert contact_sheet(tmp_path / "db", tmp_path / "v.png", per_task=2).stat().st_size > 1000

@@ -78,6 +78,26 @@ CASES = [
      "database.yaml", "tasks[0].kind", "'regression' is not one of"),
     ("missing_splits_file", lambda r: (r / "tasks/toy_multilabel/splits.json").unlink(),
      "toy_multilabel/splits.json", "splits", "missing splits file"),
+    ("duplicate_index", lambda r: _edit_splits(r, "toy_seg", lambda s: s["train"].append(s["train"][0])),
+     "toy_seg/splits.json", "train", "listed twice"),
+    ("unknown_split", lambda r: _edit_splits(r, "toy_seg", lambda s: s.update(holdout=[1])),
+     "toy_seg/splits.json", "holdout", "unknown split 'holdout'"),
+    ("box_label_out_of_range", lambda r: _edit_array(r / "tasks/toy_det/box_labels.npy", lambda a: _set(a, 2, 1)),
+     "toy_det/box_labels.npy", "box_labels", "outside 0..0, e.g. box 2 = 1"),
+    ("nan_box", lambda r: _edit_array(r / "tasks/toy_det/boxes.npy", lambda a: _set(a, (6, 1), np.nan)),
+     "toy_det/boxes.npy", "boxes", "NaN or Inf, e.g. box 6"),
+    ("bad_spacing", lambda r: np.save(r / "tasks/toy_seg/spacing.npy", np.c_[np.ones(24), np.r_[np.ones(23), 0.0]]),
+     "toy_seg/spacing.npy", "spacing", "sample 23 = [1.0, 0.0] mm"),
+    ("label_count", lambda r: _edit_array(r / "tasks/toy_cls/labels.npy", lambda a: a[:20]),
+     "toy_cls/labels.npy", "labels", "20 entries, but images.npy holds 24"),
+    ("task_folder_missing", lambda r: shutil.rmtree(r / "tasks/toy_det"),
+     "tasks/toy_det", "tasks", "task folder of 'toy_det' is missing"),
+    ("format_version", lambda r: _edit_yaml(r, lambda m: m.update(format_version=7)),
+     "database.yaml", "format_version", "expected 1, found 7"),
+    ("duplicate_task", lambda r: _edit_yaml(r, lambda m: m["tasks"].append(dict(m["tasks"][0]))),
+     "database.yaml", "tasks[4].name", "'toy_cls' appears twice"),
+    ("image_dtype", lambda r: _edit_array(r / "tasks/toy_cls/images.npy", lambda a: a, dtype=np.float64),
+     "toy_cls/images.npy", "images", "dtype float64"),
 ]
 
 
@@ -119,3 +139,21 @@ def test_missing_manifest_and_warnings(tmp_path, db_copy):
     problems = validate_database(db_copy)
     assert [(p.severity, p.field) for p in problems] == [("warning", "test"), ("warning", "splits")]
     assert "belong to no split" in problems[1].message
+
+
+def test_warnings_for_unlearnable_class_and_raw_intensities(db_copy):
+    _edit_array(db_copy / "tasks/toy_cls/labels.npy", lambda a: np.where(a == 3, 2, a))  # no 'br' at all
+    _edit_array(db_copy / "tasks/toy_seg/images.npy", lambda a: a * 1000 - 1000)  # looks like raw HU
+    problems = validate_database(db_copy)
+    assert all(p.severity == "warning" for p in problems)
+    messages = {(p.path.split("tasks/")[-1], p.field): p.message for p in problems}
+    assert "['br'] have no sample in the train split" in messages[("toy_cls/labels.npy", "labels")]
+    assert "normalisation" in messages[("toy_seg/images.npy", "images")]
+    assert "values span -1000" in messages[("toy_seg/images.npy", "images")]
+
+
+def test_broken_yaml_is_one_clear_problem(db_copy):
+    (db_copy / "database.yaml").write_text("tasks: [unclosed\n")
+    problems = validate_database(db_copy)
+    assert len(problems) == 1 and problems[0].field == "manifest" and "not valid YAML" in problems[0].message
+    assert problems[0].path.endswith("database.yaml")

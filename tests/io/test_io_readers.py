@@ -132,3 +132,20 @@ def test_unreadable_and_unsupported_files_name_the_file(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no DICOM series"):
         read_volume(tmp_path / "empty")
+
+
+def test_monochrome1_is_inverted_and_suffixless_dicom(tmp_path):
+    import pydicom
+
+    ds = pydicom.dcmread(_ct())
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    ds.save_as(tmp_path / "IM0001")  # PACS exports often have no suffix
+    ds.save_as(tmp_path / "1.2.840.10008.5")  # or a UID as name
+    normal, _ = read_image(_ct())
+    inverted, _ = read_image(tmp_path / "IM0001")
+    # MONOCHROME1 shows low values bright: inverting maps v -> max + min - v
+    np.testing.assert_allclose(inverted[0], normal.max() + normal.min() - normal[0])
+    from medfoundry.data.adapters._common import list_files
+
+    assert [p.name for p in list_files(tmp_path, (".png", ".dcm"))] == ["1.2.840.10008.5", "IM0001"]
+    assert read_image(tmp_path / "1.2.840.10008.5").array.shape == (1, 128, 128)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medfoundry.models.boxes import batched_nms, box_area, box_iou, generalized_box_iou, nms
+from medfoundry.models.boxes import (
+    batched_nms,
+    box_area,
+    box_iou,
+    generalized_box_iou,
+    nms,
+    paired_generalized_box_iou,
+)
 
 
 def test_box_iou_hand_values():
@@ -35,6 +42,10 @@ def test_generalized_iou_hand_values():
     # disjoint: IoU 0, hull 3, union 2 -> GIoU = -(3 - 2) / 3
     assert torch.allclose(generalized_box_iou(a, b), torch.tensor([[-1 / 3]]))
     assert torch.allclose(generalized_box_iou(a, a), torch.tensor([[1.0]]))
+    torch.manual_seed(0)
+    lo = torch.rand(5, 3) * 10
+    p, q = torch.cat([lo, lo + torch.rand(5, 3) * 5], 1), torch.cat([lo + 1, lo + 1 + torch.rand(5, 3) * 5], 1)
+    assert torch.allclose(paired_generalized_box_iou(p, q), torch.diagonal(generalized_box_iou(p, q)))
 
 
 def test_nms_suppresses_overlaps_only():

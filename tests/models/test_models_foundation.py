@@ -198,6 +198,15 @@ def test_checkpoint_errors(toy_db, tmp_path):
     with pytest.raises(CheckpointError, match="do not match"):
         FoundationModel.from_pretrained(out)
     (out / "config.json").write_text(json.dumps(config))
+    # weights of another save beside this config (an interrupted re-save) are refused
+    first = (out / "model.safetensors").read_bytes()
+    model.save_pretrained(out)
+    FoundationModel.from_pretrained(out)
+    (out / "model.safetensors").write_bytes(first)
+    with pytest.raises(CheckpointError, match="save_id"):
+        FoundationModel.from_pretrained(out)
+    with pytest.raises(CheckpointError, match="save_id"):
+        load_encoder(out)
     (out / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="cannot read"):
         FoundationModel.from_pretrained(out)
@@ -316,3 +325,46 @@ def test_cuda_active_head_and_autocast(toy_db, batches):
     with torch.autocast("cuda", dtype=torch.bfloat16):
         seg = model(batches["toy_seg"]["image"].cuda(), "toy_seg")
         assert torch.isfinite(model.loss(seg, batches["toy_seg"]["target"].cuda(), "toy_seg"))
+
+
+def test_odd_image_size_dense_outputs(toy_db):
+    model = _model(toy_db).eval()
+    x = torch.rand(1, 1, 30, 26)
+    with torch.no_grad():
+        assert model(x, "toy_seg").shape == (1, 2, 30, 26)
+        pred = model.predict(x, "toy_det")[0]
+    assert (pred["boxes"][:, [0, 2]] <= 26).all() and (pred["boxes"][:, [1, 3]] <= 30).all()
+    assert (pred["boxes"] >= 0).all()
+
+
+def test_new_adapters_follow_the_encoder_device():
+    trunk = EncoderWithAdapters("resnet_small").to("meta")
+    trunk.ensure_adapter("x-ray", 1)
+    assert all(p.device.type == "meta" for p in trunk.adapters.parameters())
+    trunk.ensure_adapter("x-ray", 3)  # created from x-ray:1, still on the encoder's device
+    assert all(p.device.type == "meta" for p in trunk.adapters.adapters["x-ray:3"].parameters())
+
+
+def test_same_seed_same_weights(toy_db):
+    a, b = _model(toy_db), _model(toy_db)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert list(sa) == list(sb) and all(torch.equal(sa[k], sb[k]) for k in sa)
+    torch.manual_seed(1)
+    c = FoundationModel("resnet_small", tasks=list(toy_db.tasks.values()), decoder_channels=32)
+    assert not torch.equal(c.state_dict()["trunk.encoder.stem.0.weight"], sa["trunk.encoder.stem.0.weight"])
+
+
+def test_anisotropic_3d_model_round_trip(tmp_path):
+    torch.manual_seed(0)
+    spec = TaskSpec("d3", "detection", ("lesion",), "tomographic", 3, (8, 32, 32), 1)
+    model = FoundationModel("resnet_small", tasks=[spec], spatial_dims=3, decoder_channels=16,
+                            stem_strides=((1, 2, 2), (1, 2, 2)), stage_strides=(1, (1, 2, 2), 2, 2)).eval()
+    assert model.decoder.reduction_per_axis == (1, 4, 4)
+    assert model.heads["d3"].stride_per_axis == (1, 4, 4)
+    x = torch.randn(1, 1, 8, 32, 32)
+    with torch.no_grad():
+        out = model(x, "d3")
+    assert out["heatmap"].shape == (1, 1, 8, 8, 8)
+    loaded = FoundationModel.from_pretrained(model.save_pretrained(tmp_path / "m")).eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(x, "d3")["heatmap"], out["heatmap"])

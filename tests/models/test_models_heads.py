@@ -193,3 +193,41 @@ def test_metrics_delegate_to_evaluation():
     target = np.zeros((8, 8), np.int64)
     target[:2] = 1  # top quarter: Dice = 2 * 16 / (32 + 16)
     assert seg.metrics(seg.decode(logits), [target])["dice"] == pytest.approx(2 / 3)
+
+
+def test_classification_label_smoothing_keeps_scale():
+    head = create_head(CLS, ENC, 16, label_smoothing=0.1)
+    assert head.loss(torch.zeros(3, 4), torch.tensor([0, 1, 2])).item() == pytest.approx(1.0, abs=1e-6)
+    # smoothed CE of a confident correct logit: 0.925 * softplus-like term + 0.025 * 3 * (20 + log Z)
+    logits = torch.tensor([[20.0, 0.0, 0.0, 0.0]])
+    log_z = math.log(math.exp(20.0) + 3)
+    expected = (0.925 * (log_z - 20.0) + 0.025 * 3 * log_z) / math.log(4)
+    assert head.loss(logits, torch.tensor([0])).item() == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="class indices"):
+        head.loss(torch.zeros(2, 4), torch.zeros(2, 4))
+
+
+def test_segmentation_ignore_index_and_bad_labels():
+    head = create_head(SEG, ENC, 16, ignore_index=255)
+    target = torch.zeros(1, 8, 8, dtype=torch.long)
+    target[0, :4, :4] = 1
+    logits = torch.stack([(target == 0).float(), (target == 1).float()], dim=1) * 40 - 20
+    ignored = target.clone()
+    ignored[0, 4:] = 255
+    wrong = logits.clone()
+    wrong[:, :, 4:] = -wrong[:, :, 4:]  # wrong only where the target is ignored
+    assert head.loss(wrong, ignored).item() < 1e-4
+    assert head.loss(wrong, target).item() > 0.3
+    with pytest.raises(ValueError, match="2 classes"):
+        create_head(SEG, ENC, 16).loss(logits, ignored)
+
+
+def test_detection_anisotropic_stride():
+    head = create_head(DET3, ENC, 16, stride=(2, 4, 4))  # array order: z stride 2, y/x stride 4
+    assert head.stride_per_axis == (2, 4, 4)
+    # cell (z, y, x) = (3, 2, 1): centre x = 1.5 * 4 = 6, y = 2.5 * 4 = 10, z = 3.5 * 2 = 7;
+    # extent one cell per axis: 4 x 4 x 2 px
+    out = _det_output(head, (8, 4, 4), [(0, (3, 2, 1), (0.5, 0.5, 0.5), (0.0, 0.0, 0.0))], (16, 16, 16))
+    pred = head.decode(out)[0]
+    np.testing.assert_allclose(pred["boxes"], [[4.0, 8.0, 6.0, 8.0, 12.0, 8.0]], atol=1e-4)
+    assert head.loss(out, [{"boxes": torch.tensor(pred["boxes"]), "labels": torch.tensor([0])}]).item() < 0.02

@@ -113,3 +113,30 @@ def test_architecture_options_are_applied():
     enc = create_encoder("convnext_small", widths=(8, 16, 24, 32), depths=(1, 1, 1, 1), kernel_size=3)
     assert [f["num_chs"] for f in enc.feature_info] == [8, 16, 24, 32]
     assert enc.build_kwargs["kernel_size"] == 3
+
+
+@pytest.mark.parametrize("name", ["resnet_small", "convnext_small"])
+@pytest.mark.parametrize("size", [(28, 28), (30, 17), (9, 20, 27)])
+def test_odd_sizes_give_ceil_shapes(name, size):
+    enc = create_encoder(name, spatial_dims=len(size), in_channels=1)
+    with torch.no_grad():
+        feats = enc(torch.randn(1, 1, *size))
+    for f, info in zip(feats, enc.feature_info):
+        assert tuple(f.shape[2:]) == tuple(math.ceil(s / info["reduction"]) for s in size)
+
+
+@pytest.mark.parametrize("name,kw", [
+    ("resnet_small", {"stem_strides": ((1, 2, 2), (1, 2, 2)), "stage_strides": (1, (1, 2, 2), 2, 2)}),
+    ("convnext_small", {"stem_stride": (1, 4, 4), "stage_strides": ((1, 2, 2), 2, 2)}),
+])
+def test_anisotropic_strides_3d(name, kw):
+    enc = create_encoder(name, spatial_dims=3, in_channels=1, **kw)
+    assert [f["reduction_per_axis"] for f in enc.feature_info] == [(1, 4, 4), (1, 8, 8), (2, 16, 16), (4, 32, 32)]
+    assert [f["reduction"] for f in enc.feature_info] == [4, 8, 16, 32]
+    size = (8, 40, 36)
+    with torch.no_grad():
+        feats = enc(torch.randn(1, 1, *size))
+    for f, info in zip(feats, enc.feature_info):
+        assert tuple(f.shape[2:]) == tuple(math.ceil(s / r) for s, r in zip(size, info["reduction_per_axis"]))
+    with pytest.raises(ConfigError, match="per axis"):
+        create_encoder(name, spatial_dims=2, **kw)

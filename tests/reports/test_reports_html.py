@@ -102,3 +102,17 @@ def test_cli_transfer_and_report(toy_db, tmp_path):
     assert main(["report", str(tmp_path / "none")]) == 2
     assert main(["transfer", "-e", str(tmp_path / "missing"), "-d", str(toy_db.root), "-t", "toy_cls",
                  "--out", str(out)]) == 2
+
+
+def test_under_trained_baseline_is_flagged(tmp_path):
+    recs = _records()
+    for r in recs:
+        if r["encoder"] == "random" and r["fraction"] == 1.0 and r["task"] == "ind":
+            r["steps"], r["best_step"] = 60, 60 if r["seed"] == 0 else 40
+    store = ResultStore(tmp_path)
+    store.records = recs
+    store.save()
+    html = build_report(tmp_path).read_text()
+    assert "in 1 of 2 seeds the baseline&#x27;s best validation score came at its last step (60 steps)" in html
+    assert html.count("may be under-trained") == 1
+

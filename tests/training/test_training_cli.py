@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from medfoundry.cli.main import main
+from medfoundry.testing import TOY_TASKS
 
 pytest.importorskip("medfoundry.models")
 
@@ -15,20 +16,20 @@ pytest.importorskip("medfoundry.models")
 def test_pretrain_info_extract(toy_db, tmp_path, capsys):
     run = tmp_path / "run"
     args = ["pretrain", "--database", str(toy_db.root), "--out", str(run), "--rounds", "2", "--batch-size", "4",
-            "--tasks", "toy_cls,toy_seg", "--device", "cpu", "--no-progress", "--checkpoint-every", "1"]
+            "--device", "cpu", "--no-progress", "--checkpoint-every", "1"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "toy_cls" in out and "toy_seg" in out and "chance" in out
+    assert all(t in out for t in TOY_TASKS) and "chance" in out
     for name in ("config.yaml", "metrics.jsonl", "final_metrics.json", "model/config.json", "model/model.safetensors",
                  "checkpoints/round_0000002.pt"):
         assert (run / name).is_file(), name
     assert not (run / "checkpoints" / "round_0000001.pt").exists()  # keep_checkpoints=1
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [x["round"] for x in lines if x["kind"] == "train"] == [1, 2]
-    assert set(lines[-1]["metrics"]) == {"toy_cls", "toy_seg"}
+    assert set(lines[-1]["metrics"]) == set(TOY_TASKS)  # default: every group=pretrain task
 
     # A resumed run with a different batch size is refused with a one-line error (exit 2).
-    assert main(args[:-4] + ["--batch-size", "8"]) == 2
+    assert main(["pretrain", "--out", str(run), "--batch-size", "8", "--no-progress"]) == 2
     assert "batch_size: saved 4, asked 8" in capsys.readouterr().err.replace("\n", " ")
     # More rounds on the same folder continue from the checkpoint.
     assert main(["pretrain", "--out", str(run), "--rounds", "3", "--no-progress"]) == 0
@@ -39,7 +40,7 @@ def test_pretrain_info_extract(toy_db, tmp_path, capsys):
 
     assert main(["info", str(run), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["rounds_done"] == 3 and info["tasks"] == ["toy_cls", "toy_seg"]
+    assert info["rounds_done"] == 3 and info["tasks"] == list(TOY_TASKS)
     assert info["parameters"]["trunk"] > 0 and info["parameters"]["heads"] > 0
 
     feats = tmp_path / "f.npz"

@@ -32,9 +32,12 @@ def _train_lines(run):
 def test_sigkill_then_resume_is_bit_identical(toy_db, tmp_path):
     db = toy_db.root
     full, broken = tmp_path / "full", tmp_path / "broken"
-    subprocess.run(_run(db, full), env=ENV, check=True, timeout=120)
+    # The reference runs in this process (1 thread, like the worker): same arithmetic.
+    from training_worker import run_pretrain
 
-    proc = subprocess.Popen(_run(db, broken, sleep=0.3), env=ENV)
+    run_pretrain(str(db), str(full), ROUNDS, 0.0)
+
+    proc = subprocess.Popen(_run(db, broken, sleep=0.15), env=ENV)
     target = checkpoint_path(broken, 4)
     deadline = time.monotonic() + 90
     while not target.exists():

@@ -53,3 +53,10 @@ def test_config_validation():
     with pytest.raises(ConfigError, match="mode"):
         TransferConfig(modes=("frozen", "linear"))
     assert TransferConfig(fractions="1,0.1").fractions == (0.1, 1.0)
+
+
+def test_finetune_step_cap():
+    cfg = TransferConfig(max_steps=300, min_steps=30, finetune_max_steps=20)
+    assert cfg.for_mode("frozen").max_steps == 300
+    ft = cfg.for_mode("finetune")
+    assert (ft.max_steps, ft.min_steps) == (20, 20)

@@ -145,3 +145,17 @@ def test_pretrained_heads_dropped_and_trunk_kept(toy_db, saved_model):
     assert list(model.heads) == ["toy_det"]
     a, b = model.trunk.state_dict(), ref.trunk.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in b)
+
+
+def test_single_task_baseline_is_pretrained_once(toy_db, tmp_path):
+    cfg = {**TINY, "fractions": (1.0,), "single_task_rounds": 2}
+    store = run_sweep(toy_db.root, ["single:toy_cls"], tmp_path, tasks=["toy_seg"], modes=("frozen",),
+                      baseline=False, fail_fast=True, **cfg)
+    (rec,) = store.records
+    assert rec["encoder"] == "single_toy_cls" and rec["encoder_kind"] == "single-task" and rec["status"] == "ok"
+    model_dir = tmp_path / "encoders" / "single_toy_cls" / "model"
+    assert (model_dir / "config.json").is_file()
+    stamp = (model_dir / "model.safetensors").stat().st_mtime_ns
+    run_sweep(toy_db.root, ["single:toy_cls"], tmp_path, tasks=["toy_multilabel"], modes=("frozen",),
+              baseline=False, fail_fast=True, **cfg)
+    assert (model_dir / "model.safetensors").stat().st_mtime_ns == stamp  # reused, not retrained

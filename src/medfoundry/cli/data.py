@@ -50,6 +50,11 @@ class Intensity(str, Enum):
     minmax = "minmax"
 
 
+class FitMode(str, Enum):
+    stretch = "stretch"
+    pad = "pad"
+
+
 class Keep(str, Enum):
     foreground = "foreground"
     all = "all"
@@ -95,6 +100,7 @@ NormOpt = Annotated[Normalize, typer.Option("--normalize", help="Intensity scali
 DtypeOpt = Annotated[ImageDtype, typer.Option("--image-dtype", help="Storage dtype of the images.")]
 DescOpt = Annotated[str, typer.Option("--description", help="One-line task description.")]
 GroupOpt = Annotated[str, typer.Option("--group", help="Task group tag (pretrain, downstream, ...).")]
+FitOpt = Annotated[FitMode, typer.Option("--fit", help="stretch to --size, or pad (keep the aspect ratio).")]
 ClassesOpt = Annotated[Optional[str], typer.Option("--classes", help="Comma-separated class names in index order.")]
 
 
@@ -115,12 +121,22 @@ def validate_cmd(
     db: Annotated[Path, typer.Argument(help="Database folder.")],
     task: Annotated[Optional[list[str]], typer.Option("--task", help="Only this task (repeatable).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the problems as a JSON list (for CI).")] = False,
 ) -> None:
     """Check a database and list every problem; exit code 1 if any is an error."""
+    import dataclasses
+    import json
+
     from ..data.validate import validate_database
 
     console = _console()
-    problems = validate_database(db, progress=progress, tasks=task)
+    problems = validate_database(db, progress=progress and not as_json, tasks=task)
+    errors = sum(p.severity == "error" for p in problems)
+    if as_json:
+        print(json.dumps([dataclasses.asdict(p) for p in problems], indent=2))
+        if errors:
+            raise typer.Exit(1)
+        return
     if not problems:
         console.print(f"[green]OK[/]: {db} has no problems")
         return
@@ -131,7 +147,6 @@ def validate_cmd(
         colour = "red" if p.severity == "error" else "yellow"
         table.add_row(f"[{colour}]{p.severity}[/]", p.path, p.field, p.message)
     console.print(table)
-    errors = sum(p.severity == "error" for p in problems)
     console.print(f"{errors} error(s), {len(problems) - errors} warning(s)")
     if errors:
         raise typer.Exit(1)
@@ -187,16 +202,16 @@ def import_image_folder_cmd(
     src: Annotated[Path, typer.Argument(help="Root with one sub-folder per class (or per split, then class).")],
     db: DbOpt, task: TaskOpt, modality: ModalityOpt, size: SizeOpt = (64, 64), channels: ChannelsOpt = None,
     classes: ClassesOpt = None, split_ratios: RatiosOpt = (0.7, 0.15, 0.15), seed: SeedOpt = 0,
-    normalize: NormOpt = Normalize.dtype, image_dtype: DtypeOpt = ImageDtype.float16, description: DescOpt = "",
-    group: GroupOpt = "pretrain",
+    normalize: NormOpt = Normalize.dtype, fit: FitOpt = FitMode.stretch, image_dtype: DtypeOpt = ImageDtype.float16,
+    description: DescOpt = "", group: GroupOpt = "pretrain",
 ) -> None:
     """Classification from SRC/<class>/<image> (PNG, JPEG, TIFF, NIfTI, DICOM)."""
     from ..data.adapters import import_image_folder
 
     res = import_image_folder(src, db, task, modality=modality.value, image_size=size, channels=channels,
                               classes=_split_list(classes), split_ratios=split_ratios, seed=seed,
-                              normalize=normalize.value, image_dtype=image_dtype.value, description=description,
-                              group=group, progress=True)
+                              normalize=normalize.value, fit=fit.value, image_dtype=image_dtype.value,
+                              description=description, group=group, progress=True)
     _report(res, db)
 
 
@@ -207,7 +222,8 @@ def import_csv_cmd(
     image_column: Annotated[str, typer.Option("--image-column", help="Column of image paths.")] = "path",
     label_columns: Annotated[Optional[str], typer.Option(
         "--label-columns", help="Comma-separated label column(s); several = multilabel 0/1.")] = None,
-    kind: Annotated[Optional[str], typer.Option("--kind", help="classification or multilabel (default: infer).")] = None,
+    kind: Annotated[Optional[str], typer.Option(
+        "--kind", help="classification or multilabel (default: infer).")] = None,
     separator: Annotated[str, typer.Option("--separator", help="Separator of several labels in a cell.")] = "|",
     split_column: Annotated[str, typer.Option("--split-column", help="Split column, used if present.")] = "split",
     group_column: Annotated[Optional[str], typer.Option(
@@ -215,8 +231,8 @@ def import_csv_cmd(
     images_root: Annotated[Optional[Path], typer.Option("--images-root", help="Paths are relative to this.")] = None,
     uncertain_as: Annotated[Optional[int], typer.Option("--uncertain-as", help="Value for -1 cells (0 or 1).")] = None,
     channels: ChannelsOpt = None, classes: ClassesOpt = None, split_ratios: RatiosOpt = (0.7, 0.15, 0.15),
-    seed: SeedOpt = 0, normalize: NormOpt = Normalize.dtype, image_dtype: DtypeOpt = ImageDtype.float16,
-    description: DescOpt = "", group: GroupOpt = "pretrain",
+    seed: SeedOpt = 0, normalize: NormOpt = Normalize.dtype, fit: FitOpt = FitMode.stretch,
+    image_dtype: DtypeOpt = ImageDtype.float16, description: DescOpt = "", group: GroupOpt = "pretrain",
 ) -> None:
     """Classification or multilabel from a CSV of image paths and labels."""
     from ..data.adapters import import_csv
@@ -225,8 +241,8 @@ def import_csv_cmd(
                      label_columns=_split_list(label_columns), kind=kind, separator=separator,
                      classes=_split_list(classes), split_column=split_column, group_column=group_column,
                      images_root=images_root, uncertain_as=uncertain_as, channels=channels,
-                     split_ratios=split_ratios, seed=seed, normalize=normalize.value, image_dtype=image_dtype.value,
-                     description=description, group=group, progress=True)
+                     split_ratios=split_ratios, seed=seed, normalize=normalize.value, fit=fit.value,
+                     image_dtype=image_dtype.value, description=description, group=group, progress=True)
     _report(res, db)
 
 
@@ -237,10 +253,11 @@ def import_segmentation_cmd(
     db: DbOpt, task: TaskOpt, modality: ModalityOpt, size: SizeOpt = (64, 64), classes: ClassesOpt = None,
     mask_values: Annotated[Optional[str], typer.Option(
         "--mask-values", help="Comma-separated raw mask value of each class, e.g. 0,255.")] = None,
-    mask_suffix: Annotated[Optional[str], typer.Option("--mask-suffix", help="Suffix of mask stems, e.g. _mask.")] = None,
+    mask_suffix: Annotated[Optional[str], typer.Option(
+        "--mask-suffix", help="Suffix of mask stems, e.g. _mask.")] = None,
     channels: ChannelsOpt = None, split_ratios: RatiosOpt = (0.7, 0.15, 0.15), seed: SeedOpt = 0,
-    normalize: NormOpt = Normalize.dtype, image_dtype: DtypeOpt = ImageDtype.float16, description: DescOpt = "",
-    group: GroupOpt = "pretrain",
+    normalize: NormOpt = Normalize.dtype, fit: FitOpt = FitMode.stretch, image_dtype: DtypeOpt = ImageDtype.float16,
+    description: DescOpt = "", group: GroupOpt = "pretrain",
 ) -> None:
     """Segmentation from an image folder and a mask folder (PNG, TIFF, NIfTI, DICOM)."""
     from ..data.adapters import import_segmentation_folders
@@ -248,7 +265,7 @@ def import_segmentation_cmd(
     res = import_segmentation_folders(images, masks, db, task, modality=modality.value, image_size=size,
                                       classes=_split_list(classes), mask_values=_int_list(mask_values, "--mask-values"),
                                       mask_suffix=mask_suffix, channels=channels, split_ratios=split_ratios, seed=seed,
-                                      normalize=normalize.value, image_dtype=image_dtype.value,
+                                      normalize=normalize.value, fit=fit.value, image_dtype=image_dtype.value,
                                       description=description, group=group, progress=True)
     _report(res, db)
 
@@ -262,8 +279,8 @@ def import_coco_cmd(
     images_root: Annotated[Optional[Path], typer.Option("--images-root", help="file_name is relative to this.")] = None,
     include_crowd: Annotated[bool, typer.Option("--include-crowd", help="Keep iscrowd boxes.")] = False,
     channels: ChannelsOpt = None, split_ratios: RatiosOpt = (0.7, 0.15, 0.15), seed: SeedOpt = 0,
-    normalize: NormOpt = Normalize.dtype, image_dtype: DtypeOpt = ImageDtype.float16, description: DescOpt = "",
-    group: GroupOpt = "pretrain",
+    normalize: NormOpt = Normalize.dtype, fit: FitOpt = FitMode.stretch, image_dtype: DtypeOpt = ImageDtype.float16,
+    description: DescOpt = "", group: GroupOpt = "pretrain",
 ) -> None:
     """Detection from COCO-style JSON (bbox [x, y, w, h] -> x0 y0 x1 y1 pixels)."""
     from ..data.adapters import import_coco
@@ -274,8 +291,8 @@ def import_coco_cmd(
                   **({"test": test_json} if test_json else {})}
     res = import_coco(source, db, task, modality=modality.value, image_size=size, images_root=images_root,
                       include_crowd=include_crowd, channels=channels, split_ratios=split_ratios, seed=seed,
-                      normalize=normalize.value, image_dtype=image_dtype.value, description=description, group=group,
-                      progress=True)
+                      normalize=normalize.value, fit=fit.value, image_dtype=image_dtype.value,
+                      description=description, group=group, progress=True)
     _report(res, db)
 
 
@@ -283,7 +300,10 @@ def import_coco_cmd(
 def import_volumes_cmd(
     images: Annotated[Path, typer.Argument(help="Folder of image volumes (NIfTI, DICOM series folders).")],
     labels: Annotated[Path, typer.Argument(help="Folder of label volumes with matching stems.")],
-    db: DbOpt, task: TaskOpt, size: SizeOpt = (128, 128), classes: ClassesOpt = None,
+    db: DbOpt, task: TaskOpt, size: SizeOpt = (128, 128),
+    depth: Annotated[Optional[int], typer.Option(
+        "--depth", help="Store whole volumes (3D task) of DEPTH x H x W, depth along --axis.")] = None,
+    classes: ClassesOpt = None,
     label_values: Annotated[Optional[str], typer.Option(
         "--label-values", help="Comma-separated raw label value of each class.")] = None,
     axis: Annotated[int, typer.Option("--axis", help="On-disk axis to slice along (0, 1, 2).")] = 2,
@@ -292,23 +312,28 @@ def import_volumes_cmd(
         "--background-fraction", help="Share of background-only slices kept with --keep foreground.")] = 0.0,
     min_foreground: Annotated[int, typer.Option("--min-foreground", help="Pixels for a foreground slice.")] = 1,
     intensity: Annotated[Intensity, typer.Option("--intensity", help="Per-volume intensity scaling.")] = Intensity.auto,
-    window: Annotated[tuple[float, float], typer.Option("--window", help="CT window level width (HU).")] = (40.0, 400.0),
+    window: Annotated[tuple[float, float], typer.Option(
+        "--window", help="CT window level width (HU).")] = (40.0, 400.0),
     percentiles: Annotated[tuple[float, float], typer.Option(
         "--percentiles", help="MR clipping percentiles of non-zero voxels.")] = (0.5, 99.5),
     group_pattern: Annotated[Optional[str], typer.Option(
         "--group-pattern", help="Regex; its first group is the patient id in the case name.")] = None,
     modality: Annotated[Modality, typer.Option("--modality", help="Modality group.")] = Modality.TOMOGRAPHIC,
+    fit: FitOpt = FitMode.stretch,
     split_ratios: RatiosOpt = (0.7, 0.15, 0.15), seed: SeedOpt = 0, image_dtype: DtypeOpt = ImageDtype.float16,
     description: DescOpt = "", group: GroupOpt = "pretrain",
 ) -> None:
-    """Slice CT/MR volumes and label volumes into a 2D segmentation task (split by volume)."""
+    """Slice CT/MR volumes and label volumes into a 2D segmentation task (split by volume);
+    with --depth, store whole volumes as a 3D task."""
     from ..data.adapters import import_volumes
 
-    res = import_volumes(images, labels, db, task, image_size=size, classes=_split_list(classes),
+    image_size = size if depth is None else (depth, *size)
+    res = import_volumes(images, labels, db, task, image_size=image_size, classes=_split_list(classes),
                          label_values=_int_list(label_values, "--label-values"), axis=axis, keep=keep.value,
                          background_fraction=background_fraction, min_foreground=min_foreground,
                          intensity=intensity.value, window=window, percentiles=percentiles,
-                         group_pattern=group_pattern, modality=modality.value, split_ratios=split_ratios, seed=seed,
+                         group_pattern=group_pattern, modality=modality.value, fit=fit.value,
+                         split_ratios=split_ratios, seed=seed,
                          image_dtype=image_dtype.value, description=description, group=group, progress=True)
     _report(res, db)
 
@@ -319,7 +344,8 @@ def import_medmnist_cmd(
     db: DbOpt, task: TaskOpt, modality: ModalityOpt,
     size: Annotated[Optional[tuple[int, int]], typer.Option("--size", help="Stored H W (default: the file's).")] = None,
     classes: ClassesOpt = None,
-    kind: Annotated[Optional[str], typer.Option("--kind", help="classification or multilabel (default: infer).")] = None,
+    kind: Annotated[Optional[str], typer.Option(
+        "--kind", help="classification or multilabel (default: infer).")] = None,
     channels: ChannelsOpt = None, image_dtype: DtypeOpt = ImageDtype.uint8, description: DescOpt = "",
     group: GroupOpt = "pretrain",
 ) -> None:

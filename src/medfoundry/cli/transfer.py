@@ -37,6 +37,8 @@ def transfer(
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum epochs per run (default 50)."),
     max_steps: Optional[int] = typer.Option(None, help="Maximum optimizer steps per run (default 300)."),
     min_steps: Optional[int] = typer.Option(None, help="Minimum optimizer steps per run (default 30)."),
+    finetune_max_steps: Optional[int] = typer.Option(None, help="Lower step cap for fine-tuning runs (default: "
+                                                     "--max-steps)."),
     patience: Optional[int] = typer.Option(None, help="Validations without improvement before stopping (default 5)."),
     batch_size: Optional[int] = typer.Option(None, help="Training batch size (default 32)."),
     lr: Optional[float] = typer.Option(None, help="Head / decoder learning rate (default 1e-3)."),
@@ -44,6 +46,9 @@ def transfer(
     encoder_lr_ratio: Optional[float] = typer.Option(None, help="Encoder lr = lr x this when fine-tuning (default 0.1)."),
     val_policy: Optional[str] = typer.Option(None, help="scaled (val subset = same fraction) | full (default scaled)."),
     probe: Optional[str] = typer.Option(None, help="linear | mlp probe for frozen classification (default linear)."),
+    probe_multiscale: Optional[bool] = typer.Option(None, "--probe-multiscale/--probe-last-stage",
+                                                    help="Frozen probe on every encoder stage pooled (default: "
+                                                    "last stage)."),
     single_task_rounds: Optional[int] = typer.Option(None, help="Pretraining rounds of single:<task> baselines."),
     baseline: bool = typer.Option(True, help="Add the random-init baseline if no random encoder is given."),
     report: bool = typer.Option(True, help="Write report.html when the sweep ends."),
@@ -56,8 +61,10 @@ def transfer(
 
     cfg = TransferConfig().replace(
         fractions=_fractions(fractions), seeds=seeds, modes=tuple(mode) if mode else None, device=device,
-        max_epochs=epochs, max_steps=max_steps, min_steps=min_steps, patience=patience, batch_size=batch_size,
+        max_epochs=epochs, max_steps=max_steps, min_steps=min_steps,
+        finetune_max_steps=finetune_max_steps, patience=patience, batch_size=batch_size,
         lr=lr, probe_lr=probe_lr, encoder_lr_ratio=encoder_lr_ratio, val_policy=val_policy, probe=probe,
+        probe_multiscale=probe_multiscale,
         single_task_rounds=single_task_rounds, progress=progress)
     if cfg.min_steps > cfg.max_steps:
         cfg = cfg.replace(min_steps=cfg.max_steps)

@@ -13,6 +13,7 @@ RAM; expect a few seconds per GB for segmentation masks.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -26,6 +27,8 @@ from .tasks import SPLITS, TaskKind
 __all__ = ["summarize", "summarize_task", "summary_table", "contact_sheet"]
 
 _CHUNK_BYTES = 64 * 2**20
+_TITLE_WIDTH = 30  # characters per title line of a 2.2-inch panel at 8 pt
+_MAX_BOX_TEXT = 6  # boxes per image that still get a class label drawn beside them
 
 
 def _open(db: MultiTaskDatabase | str | Path) -> MultiTaskDatabase:
@@ -203,20 +206,27 @@ def contact_sheet(db: MultiTaskDatabase | str | Path, out_png: str | Path, tasks
                 present = [spec.classes[c] for c in np.unique(np.asarray(target)) if c > 0]
                 title += " " + (", ".join(present) if present else "(background)")
             else:
+                label_boxes = len(target["labels"]) <= _MAX_BOX_TEXT  # dense images: colours + legend only
                 for box, lab in zip(target["boxes"], target["labels"]):
                     x0, y0, x1, y1 = (float(v) for v in box)
                     colour = palette[int(lab) % 10]
                     # Box coordinates are pixel edges; imshow centres pixel j at j, edges at j - 0.5.
                     ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, lw=1.2,
                                            edgecolor=colour))
-                    ax.text(x0 - 0.5, y0 - 0.5, spec.classes[int(lab)], color="white", fontsize=6, va="bottom",
-                            bbox={"facecolor": colour, "alpha": 0.7, "pad": 0.5, "lw": 0})
+                    if label_boxes:
+                        ax.text(x0 - 0.5, y0 - 0.5, spec.classes[int(lab)], color="white", fontsize=6,
+                                va="bottom", bbox={"facecolor": colour, "alpha": 0.7, "pad": 0.5, "lw": 0})
                 title += f" {len(target['labels'])} box(es)"
-            ax.set_title(title, fontsize=8)
+            ax.set_title(textwrap.fill(title, _TITLE_WIDTH, max_lines=2, placeholder=" ..."), fontsize=8)
             if col == 0:
                 ax.set_ylabel(f"{name}\n{spec.kind.value}", fontsize=8)
         if spec.kind is TaskKind.SEGMENTATION and spec.num_classes > 1:
             handles = [Patch(color=palette[(c - 1) % 10], label=spec.classes[c]) for c in range(1, spec.num_classes)]
+        elif spec.kind is TaskKind.DETECTION:
+            handles = [Patch(color=palette[c % 10], label=spec.classes[c]) for c in range(spec.num_classes)]
+        else:
+            handles = []
+        if handles:
             axes[row, -1].legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7,
                                  frameon=False)
     fig.suptitle(f"{db.name}: {per_task} random samples per task (seed {seed})", fontsize=10)

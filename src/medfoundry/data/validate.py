@@ -29,6 +29,7 @@ CHUNK_BYTES = 64 * 2**20  # scanned per step; bounds the validator's own memory
 _TOP_KEYS = {"format_version", "name", "description", "tasks"}
 _TASK_FILES = {"images.npy", "labels.npy", "masks.npy", "boxes.npy", "box_labels.npy", "box_offsets.npy",
                "spacing.npy", "splits.json", "sources.json"}
+_RANGE_WARN = 100.0  # |value| beyond which float images look unnormalised
 _BOX_TOLERANCE = 1e-3  # pixels; float16 round-off at the image border is not a problem
 
 
@@ -219,13 +220,20 @@ def _check_images(folder: Path, spec: TaskSpec, rep: _Report, chunk_bytes: int, 
     if images.dtype.kind == "f":
         job = bar.add_task(f"{spec.name}: images", total=n)
         bad = []
+        lo, hi = np.inf, -np.inf
         for a, b in _chunks(images, chunk_bytes):
-            block = np.asarray(images[a:b])
-            finite = np.isfinite(block.reshape(b - a, -1)).all(axis=1)
+            block = np.asarray(images[a:b]).reshape(b - a, -1)
+            finite = np.isfinite(block).all(axis=1)
             bad.extend((a + np.flatnonzero(~finite)).tolist())
+            if finite.any():
+                good = block[finite]
+                lo, hi = min(lo, float(good.min())), max(hi, float(good.max()))
             bar.advance(job, b - a)
         if bad:
             rep.error(path, "images", f"{len(bad)} sample(s) contain NaN or Inf, e.g. indices {bad[:5]}")
+        if np.isfinite(lo) and (lo < -_RANGE_WARN or hi > _RANGE_WARN):
+            rep.warn(path, "images", f"values span {lo:.4g}..{hi:.4g}; the adapters store intensities scaled to "
+                     "[0, 1] (raw HU or 16-bit values suggest a missing normalisation)")
     return n
 
 
@@ -249,6 +257,23 @@ def _check_classification(folder: Path, spec: TaskSpec, rep: _Report, n: int | N
     if len(bad):
         rep.error(path, "labels", f"{len(bad)} label(s) outside 0..{spec.num_classes - 1} "
                   f"({spec.num_classes} classes), e.g. sample {int(bad[0])} = {int(labels[bad[0]])}")
+        return
+    train = _train_indices(folder, len(labels))
+    if train is not None and len(train):
+        counts = np.bincount(np.asarray(labels)[train], minlength=spec.num_classes)
+        absent = [spec.classes[k] for k in np.flatnonzero(counts == 0)]
+        if absent:
+            rep.warn(path, "labels", f"class(es) {absent} have no sample in the train split (never learned)")
+
+
+def _train_indices(folder: Path, n: int) -> np.ndarray | None:
+    """Valid train indices, or None when the split file is unusable (reported by _check_splits)."""
+    try:
+        raw = json.loads((folder / "splits.json").read_text(encoding="utf-8"))
+        train = np.asarray([i for i in raw["train"] if isinstance(i, int) and 0 <= i < n], dtype=np.int64)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return train
 
 
 def _check_multilabel(folder: Path, spec: TaskSpec, rep: _Report, n: int | None) -> None:
@@ -266,6 +291,13 @@ def _check_multilabel(folder: Path, spec: TaskSpec, rep: _Report, n: int | None)
         i, k = (int(v) for v in np.argwhere(bad)[0])
         rep.error(path, "labels", f"{int(bad.sum())} value(s) are not 0/1, e.g. sample {i} class "
                   f"{spec.classes[k]!r} = {labels[i, k]}")
+        return
+    train = _train_indices(folder, len(labels))
+    if train is not None and len(train):
+        positives = np.asarray(labels)[train].sum(axis=0)
+        absent = [spec.classes[k] for k in np.flatnonzero(positives == 0)]
+        if absent:
+            rep.warn(path, "labels", f"label(s) {absent} are never positive in the train split (never learned)")
 
 
 def _check_masks(folder: Path, spec: TaskSpec, rep: _Report, n: int | None, chunk_bytes: int, bar) -> None:

@@ -5,8 +5,9 @@ Every reader returns a :class:`ImageRead` ``(array, spacing)``:
 * ``array`` is float32 ``(C, H, W)``: ``H`` rows (y, top to bottom) and ``W`` columns (x).
   For NIfTI the first on-disk axis is ``H`` and the second ``W`` (nibabel's order, the same
   rule as for volume slices, see :mod:`medfoundry.io.volumes`).
-* ``spacing`` is ``(row_mm, col_mm)`` in millimetres, or ``None`` when the file does not say
-  (PNG/JPEG never do; TIFF only through a resolution tag in centimetres or inches).
+* ``spacing`` is ``(row_mm, col_mm)`` in millimetres, or ``None`` when the file does not say:
+  DICOM PixelSpacing (or ImagerPixelSpacing), NIfTI pixdim, TIFF resolution tags in cm or
+  inches, PNG/JPEG/BMP dpi unless it is 72 or 96 (writers' defaults, not a measurement).
 
 Intensity handling is chosen by ``normalize`` (labels always keep their raw values):
 
@@ -28,7 +29,8 @@ import numpy as np
 
 from ..errors import DataError
 
-__all__ = ["ImageRead", "read_image", "normalize_intensity", "IMAGE_SUFFIXES", "NORMALIZE_MODES", "file_suffix"]
+__all__ = ["ImageRead", "read_image", "normalize_intensity", "IMAGE_SUFFIXES", "NORMALIZE_MODES", "file_suffix",
+           "looks_like_dicom"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".nii", ".nii.gz", ".dcm", ".dicom")
 NORMALIZE_MODES = ("none", "dtype", "minmax", "percentile")
@@ -55,7 +57,8 @@ def read_image(path: str | Path, *, label: bool = False, normalize: str = "none"
 
     Args:
         path: a PNG, JPEG, BMP, TIFF, 2D NIfTI (``.nii``/``.nii.gz``, a third axis of length 1
-            is dropped) or single-frame DICOM file.
+            is dropped) or single-frame DICOM file (recognised by content whatever its suffix,
+            as PACS exports are often named by UID or have no suffix).
         label: read a label map: raw integer values are kept, palette PNGs give their palette
             indices, multi-channel label files must have equal channels (one is kept), and
             the result has one channel.
@@ -82,7 +85,7 @@ def read_image(path: str | Path, *, label: bool = False, normalize: str = "none"
             array, spacing, integer_max = _read_tiff(path)
         elif suffix in (".nii", ".nii.gz"):
             array, spacing, integer_max = _read_nifti_2d(path)
-        elif suffix in (".dcm", ".dicom") or (suffix == "" and _looks_like_dicom(path)):
+        elif suffix in (".dcm", ".dicom") or looks_like_dicom(path):  # UID-named files: any suffix
             array, spacing, integer_max = _read_dicom_2d(path, label)
         else:
             raise DataError(f"unsupported image type {suffix or '(no suffix)'!r}; "
@@ -165,8 +168,8 @@ def _read_pil(path: Path, label: bool):
     if mode.startswith("I;16") or (mode == "I" and array.max(initial=0) <= 65535):
         integer_max = 65535
     spacing = None
-    if dpi and all(float(d) > 1.0 for d in dpi[:2]) and tuple(float(d) for d in dpi[:2]) != (72.0, 72.0):
-        # 72 dpi is the default many writers put in; it says nothing about the physical pixel.
+    if dpi and all(float(d) > 1.0 for d in dpi[:2]) and not {round(float(d)) for d in dpi[:2]} <= {72, 96}:
+        # 72 and 96 dpi are the defaults many writers put in; they say nothing about the pixel.
         spacing = (25.4 / float(dpi[1]), 25.4 / float(dpi[0]))
     return _channels_first(array.astype(np.float32)), spacing, integer_max
 
@@ -228,7 +231,8 @@ def _has_scaling(img) -> bool:
     return (float(slope), float(inter)) != (1.0, 0.0)
 
 
-def _looks_like_dicom(path: Path) -> bool:
+def looks_like_dicom(path: str | Path) -> bool:
+    """True when the file carries the DICOM preamble magic ``DICM`` at byte 128."""
     try:
         with open(path, "rb") as fh:
             fh.seek(128)

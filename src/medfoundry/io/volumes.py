@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import DataError
-from .images import file_suffix
+from .images import file_suffix, looks_like_dicom
 
 __all__ = ["VolumeRead", "read_volume", "VOLUME_SUFFIXES"]
 
@@ -63,7 +63,7 @@ def read_volume(path: str | Path, *, series_id: str | None = None, dtype: type =
     try:
         if suffix in (".nii", ".nii.gz"):
             return _read_nifti(path, dtype)
-        if suffix in (".dcm", ".dicom") or suffix == "":
+        if suffix in (".dcm", ".dicom") or looks_like_dicom(path):
             return _read_dicom_file(path, dtype)
     except DataError as err:
         if err.path is None:

@@ -8,6 +8,7 @@ from .boxes import batched_nms as batched_nms
 from .boxes import box_iou as box_iou
 from .boxes import generalized_box_iou as generalized_box_iou
 from .boxes import nms as nms
+from .boxes import paired_generalized_box_iou as paired_generalized_box_iou
 from .decoders import SharedDecoder as SharedDecoder
 from .encoders import ConvNeXtEncoder as ConvNeXtEncoder
 from .encoders import Encoder as Encoder
@@ -22,6 +23,7 @@ from .heads import Head as Head
 from .heads import MultilabelHead as MultilabelHead
 from .heads import SegmentationHead as SegmentationHead
 from .heads import create_head as create_head
+from .heads import head_class as head_class
 from .heads import register_head as register_head
 from .registry import EncoderDefaults as EncoderDefaults
 from .registry import create_encoder as create_encoder
@@ -38,6 +40,7 @@ __all__ = [
     "box_iou",
     "generalized_box_iou",
     "nms",
+    "paired_generalized_box_iou",
     "SharedDecoder",
     "ConvNeXtEncoder",
     "Encoder",
@@ -52,6 +55,7 @@ __all__ = [
     "MultilabelHead",
     "SegmentationHead",
     "create_head",
+    "head_class",
     "register_head",
     "EncoderDefaults",
     "create_encoder",

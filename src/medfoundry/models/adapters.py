@@ -38,7 +38,6 @@ optimizer so they are included.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,25 +135,26 @@ class InputAdapter(nn.Module):
         """A new adapter for ``channels`` channels initialised from this one (see
         :func:`adapt_input_weight`; per-channel scale/shift are tiled the same way)."""
         new = InputAdapter(self.spatial_dims, channels, self.out_channels, self.standardize, self.eps)
-        new.load_state_dict({k: v for k, v in copy.deepcopy(self.state_dict()).items()
-                             if not k.startswith(("conv.", "scale", "shift"))}, strict=False)
+        new = new.to(self.conv.weight.device)
         with torch.no_grad():
+            new.norm.load_state_dict(self.norm.state_dict())
             if channels == 1 and self.channels > 1:
                 # fold the learned per-channel scales into the summed weight
                 scale = self.scale.reshape(1, self.channels, *([1] * self.spatial_dims))
                 new.conv.weight.copy_((self.conv.weight * scale).sum(dim=1, keepdim=True))
             else:
                 new.conv.weight.copy_(adapt_input_weight(self.conv.weight, channels))
-                idx = torch.arange(channels) % self.channels
+                idx = torch.arange(channels, device=self.scale.device) % self.channels
                 new.scale.copy_(self.scale[:, idx])
                 new.shift.copy_(self.shift[:, idx])
-        return new.to(self.conv.weight.device)
+        return new
 
 
 @dataclass(frozen=True)
 class AdapterResolution:
     """Which adapter serves a key: ``used`` is the key whose adapter runs; ``rule`` is
-    ``exact``, ``same_channels``, ``created_from:<key>`` or ``created``."""
+    ``exact``, ``same_channels`` (borrowed), ``new_from:<key>`` (created from that adapter) or
+    ``new`` (created fresh)."""
 
     key: str
     used: str
@@ -181,9 +181,11 @@ class AdapterBank(nn.Module):
     def __contains__(self, key: object) -> bool:
         return key in self.adapters
 
-    def add(self, modality: Modality | str, channels: int, init_from: str | None = None) -> str:
+    def add(self, modality: Modality | str, channels: int, init_from: str | None = None,
+            device: torch.device | str | None = None) -> str:
         """Create the adapter of ``(modality, channels)`` (a no-op if it exists), optionally
-        initialised from the adapter ``init_from``. Returns the key."""
+        initialised from the adapter ``init_from``, on ``device`` (default: where the other
+        adapters are, else the CPU). Returns the key."""
         key = adapter_key(modality, channels)
         if key in self.adapters:
             return key
@@ -191,10 +193,10 @@ class AdapterBank(nn.Module):
             adapter = self.adapters[init_from].adapted_copy(int(channels))
         else:
             adapter = InputAdapter(self.spatial_dims, int(channels), self.out_channels, self.standardize)
+        if device is None:
             ref = next(iter(self.parameters()), None)
-            if ref is not None:
-                adapter = adapter.to(ref.device)
-        self.adapters[key] = adapter
+            device = None if ref is None else ref.device
+        self.adapters[key] = adapter if device is None else adapter.to(device)
         return key
 
     def resolve(self, modality: Modality | str, channels: int) -> AdapterResolution:
@@ -217,19 +219,21 @@ class AdapterBank(nn.Module):
             return AdapterResolution(key, key, f"new_from:{(same_mod or [parsed[0][0]])[0]}")
         return AdapterResolution(key, key, "new")
 
-    def ensure(self, modality: Modality | str, channels: int, dedicated: bool = False) -> AdapterResolution:
+    def ensure(self, modality: Modality | str, channels: int, dedicated: bool = False,
+               device: torch.device | str | None = None) -> AdapterResolution:
         """Resolve and create the adapter where the rule says so (always for a new key when
-        ``dedicated``). Returns the resolution; ``used`` is the adapter that runs."""
+        ``dedicated``), on ``device`` (see :meth:`add`). Returns the resolution; ``used`` is the
+        adapter that runs."""
         res = self.resolve(modality, channels)
         if res.rule == "exact" or (res.rule == "same_channels" and not dedicated):
             return res
         source = res.used if res.rule == "same_channels" else res.rule.partition(":")[2] or None
-        self.add(modality, channels, init_from=source)
+        self.add(modality, channels, init_from=source, device=device)
         return AdapterResolution(res.key, res.key, res.rule if res.rule != "same_channels" else f"new_from:{source}")
 
     def forward(self, x: torch.Tensor, modality: Modality | str) -> torch.Tensor:
         """Adapt ``x`` (B, C, *spatial) of ``modality``; C is read from ``x``."""
-        res = self.ensure(modality, x.shape[1])
+        res = self.ensure(modality, x.shape[1], device=x.device)
         return self.adapters[res.used](x)
 
     def config(self) -> list[dict[str, Any]]:

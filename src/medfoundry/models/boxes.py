@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["box_area", "box_iou", "generalized_box_iou", "nms", "batched_nms"]
+__all__ = ["box_area", "box_iou", "generalized_box_iou", "paired_generalized_box_iou", "nms", "batched_nms"]
 
 
 def _check(boxes: torch.Tensor, name: str) -> int:
@@ -54,6 +54,19 @@ def generalized_box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     hi = torch.maximum(a[:, None, d:], b[None, :, d:])
     hull = (hi - lo).clamp(min=0).prod(dim=2)
     return iou - (hull - union) / hull.clamp(min=eps)
+
+
+def paired_generalized_box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Generalised IoU of matching rows, ``(N,)``: ``diag(generalized_box_iou(a, b))`` in
+    O(N) memory (a detection loss compares each prediction with its own target only)."""
+    d = _check(a, "paired_generalized_box_iou")
+    if a.shape != b.shape:
+        raise ValueError(f"paired_generalized_box_iou: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}")
+    eps = torch.finfo(a.dtype).eps
+    inter = (torch.minimum(a[:, d:], b[:, d:]) - torch.maximum(a[:, :d], b[:, :d])).clamp(min=0).prod(1)
+    union = box_area(a) + box_area(b) - inter
+    hull = (torch.maximum(a[:, d:], b[:, d:]) - torch.minimum(a[:, :d], b[:, :d])).clamp(min=0).prod(1)
+    return inter / union.clamp(min=eps) - (hull - union) / hull.clamp(min=eps)
 
 
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:

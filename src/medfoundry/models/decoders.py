@@ -37,6 +37,7 @@ class SharedDecoder(nn.Module):
     Attributes:
         out_channels: ``channels``.
         reduction: input size / output size (the finest stage's reduction).
+        reduction_per_axis: the same per spatial axis (array order).
 
     Shapes:
         ``forward(list of (B, C_i, *S_i)) -> (B, channels, *S_0)``.
@@ -52,6 +53,8 @@ class SharedDecoder(nn.Module):
         self.spatial_dims = spatial_dims
         self.out_channels = channels
         self.reduction = int(feature_info[0]["reduction"])
+        self.reduction_per_axis = tuple(int(r) for r in feature_info[0].get("reduction_per_axis",
+                                                                           (self.reduction,) * spatial_dims))
         self.in_channels = [int(f["num_chs"]) for f in feature_info]
         self.lateral = nn.ModuleList(conv(c, channels, 1) for c in self.in_channels)
         self.refine = nn.Sequential(

@@ -45,6 +45,7 @@ __all__ = [
     "ConvNeXtEncoder",
     "LayerNormChannels",
     "PadToMultiple",
+    "per_axis",
     "DropPath",
     "group_norm",
     "resnet_small",
@@ -94,18 +95,33 @@ class DropPath(nn.Module):
         return x * mask / keep
 
 
+def per_axis(value: int | Sequence[int], spatial_dims: int, what: str = "stride") -> tuple[int, ...]:
+    """``value`` as one positive int per spatial axis (array order D, H, W / H, W)."""
+    values = (int(value),) * spatial_dims if isinstance(value, (int, float)) else tuple(int(v) for v in value)
+    if len(values) != spatial_dims or min(values) < 1:
+        raise ConfigError(f"{what} {value!r}: expected a positive int or {spatial_dims} positive ints (one per axis)")
+    return values
+
+
+def _info(num_chs: int, reduction: tuple[int, ...], module: str) -> dict[str, Any]:
+    return {"num_chs": int(num_chs), "reduction": max(reduction), "reduction_per_axis": tuple(reduction),
+            "module": module}
+
+
 class PadToMultiple(nn.Module):
     """Zero-pad the end of every spatial axis up to a multiple of ``multiple`` so a following
     stride-``multiple`` conv covers the whole input (output size = ceil(size / multiple))."""
 
-    def __init__(self, multiple: int):
+    def __init__(self, multiple: int | Sequence[int]):
         super().__init__()
-        self.multiple = int(multiple)
+        self.multiple = multiple if isinstance(multiple, int) else tuple(int(m) for m in multiple)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sizes = x.shape[2:]
+        mult = (self.multiple,) * len(sizes) if isinstance(self.multiple, int) else self.multiple
         pad: list[int] = []
-        for size in reversed(x.shape[2:]):
-            pad += [0, (-size) % self.multiple]
+        for size, m in zip(reversed(sizes), reversed(mult)):
+            pad += [0, (-size) % m]
         return F.pad(x, pad) if any(pad) else x
 
 
@@ -119,7 +135,9 @@ class Encoder(nn.Module):
     Attributes:
         spatial_dims: 2 or 3.
         in_channels: channels the stem expects.
-        feature_info: per stage ``{"num_chs", "reduction", "module"}``, finest first.
+        feature_info: per stage ``{"num_chs", "reduction", "reduction_per_axis", "module"}``,
+            finest first; ``reduction_per_axis`` is one factor per spatial axis (array order),
+            ``reduction`` its maximum (they differ only for anisotropic strides).
         name, build_kwargs, defaults: set by :func:`create_encoder` (registry name, the
             architecture options used, :class:`EncoderDefaults`).
     """
@@ -162,7 +180,8 @@ class Encoder(nn.Module):
 
     def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
         """One feature map per stage, finest first; stage i has ``feature_info[i]["num_chs"]``
-        channels and spatial size ``ceil(input_size / feature_info[i]["reduction"])``."""
+        channels and spatial size ``ceil(input_size / feature_info[i]["reduction_per_axis"])``
+        per axis."""
         self._check_input(x)
         x = self.stem(x)
         outs = []
@@ -189,7 +208,8 @@ class Encoder(nn.Module):
 class BasicBlock(nn.Module):
     """Pre-activation-free ResNet basic block (two 3x3 convs) with GroupNorm."""
 
-    def __init__(self, spatial_dims: int, cin: int, cout: int, stride: int, drop_path: float = 0.0):
+    def __init__(self, spatial_dims: int, cin: int, cout: int, stride: int | tuple[int, ...],
+                 drop_path: float = 0.0):
         super().__init__()
         conv = Conv[Conv.CONV, spatial_dims]
         self.conv1 = conv(cin, cout, 3, stride=stride, padding=1, bias=False)
@@ -200,7 +220,7 @@ class BasicBlock(nn.Module):
         nn.init.zeros_(self.norm2.weight)
         self.act = nn.ReLU(inplace=True)
         self.drop_path = DropPath(drop_path)
-        if stride != 1 or cin != cout:
+        if per_axis(stride, spatial_dims) != (1,) * spatial_dims or cin != cout:
             self.shortcut: nn.Module = nn.Sequential(conv(cin, cout, 1, stride=stride, bias=False), group_norm(cout))
         else:
             self.shortcut = nn.Identity()
@@ -224,34 +244,45 @@ class ResNetEncoder(Encoder):
         depths: basic blocks per stage.
         stem_channels: channels of the stem (default ``widths[0]``).
         drop_path_rate: stochastic depth rate, linearly increasing over blocks.
+        stem_strides: strides of the stem conv and of the stem max-pool; each an int or one
+            int per axis (array order), e.g. ``((1, 2, 2), (1, 2, 2))`` keeps the slice axis of
+            a thick-slice MRI volume at full resolution.
+        stage_strides: stride of the first block of each stage, int or per axis.
     """
 
     def __init__(self, spatial_dims: int = 2, in_channels: int = 16,
                  widths: Sequence[int] = (64, 128, 256, 512), depths: Sequence[int] = (2, 2, 2, 2),
-                 stem_channels: int | None = None, drop_path_rate: float = 0.0):
+                 stem_channels: int | None = None, drop_path_rate: float = 0.0,
+                 stem_strides: Sequence[int | Sequence[int]] = (2, 2),
+                 stage_strides: Sequence[int | Sequence[int]] = (1, 2, 2, 2)):
         super().__init__(spatial_dims, in_channels)
         widths, depths = [int(w) for w in widths], [int(d) for d in depths]
         if len(widths) != len(depths) or not widths or min(depths) < 1:
             raise ConfigError(f"ResNetEncoder: widths {widths} and depths {depths} must be equally long, depths >= 1")
+        if len(stem_strides) != 2 or len(stage_strides) != len(widths):
+            raise ConfigError(f"ResNetEncoder: stem_strides needs 2 entries and stage_strides {len(widths)}, got "
+                              f"{list(stem_strides)} and {list(stage_strides)}")
+        s_conv, s_pool = (per_axis(v, spatial_dims, "ResNetEncoder: stem_strides entry") for v in stem_strides)
+        strides = [per_axis(v, spatial_dims, "ResNetEncoder: stage_strides entry") for v in stage_strides]
         conv = Conv[Conv.CONV, spatial_dims]
         pool = Pool[Pool.MAX, spatial_dims]
         stem = stem_channels or widths[0]
         self.stem = nn.Sequential(
-            conv(in_channels, stem, 3, stride=2, padding=1, bias=False), group_norm(stem), nn.ReLU(inplace=True),
+            conv(in_channels, stem, 3, stride=s_conv, padding=1, bias=False), group_norm(stem), nn.ReLU(inplace=True),
             conv(stem, stem, 3, padding=1, bias=False), group_norm(stem), nn.ReLU(inplace=True),
-            pool(3, stride=2, padding=1),
+            pool(3, stride=s_pool, padding=1),
         )
         rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
-        stages, cin, k, reduction = [], stem, 0, 4
-        for i, (w, d) in enumerate(zip(widths, depths)):
-            stride = 1 if i == 0 else 2
-            reduction *= stride
+        reduction = tuple(a * b for a, b in zip(s_conv, s_pool))
+        stages, cin, k = [], stem, 0
+        for i, (w, d, stride) in enumerate(zip(widths, depths, strides)):
+            reduction = tuple(r * s for r, s in zip(reduction, stride))
             blocks = []
             for j in range(d):
                 blocks.append(BasicBlock(spatial_dims, cin, w, stride if j == 0 else 1, rates[k]))
                 cin, k = w, k + 1
             stages.append(nn.Sequential(*blocks))
-            self.feature_info.append({"num_chs": w, "reduction": reduction, "module": f"stages.{i}"})
+            self.feature_info.append(_info(w, reduction, f"stages.{i}"))
         self.stages = nn.ModuleList(stages)
 
 
@@ -293,30 +324,40 @@ class ConvNeXtEncoder(Encoder):
         kernel_size: depthwise kernel (7 as in the paper; 5 is cheaper in 3D).
         drop_path_rate: stochastic depth rate, linearly increasing over blocks.
         layer_scale_init: initial layer scale.
+        stem_stride: patchify stride (= kernel) of the stem, int or per axis (array order).
+        stage_strides: downsampling (stride = kernel) before stages 2..n, int or per axis;
+            ``(2, (1, 2, 2), 2)`` e.g. keeps the slice axis once.
     """
 
     def __init__(self, spatial_dims: int = 2, in_channels: int = 16,
                  widths: Sequence[int] = (96, 192, 384, 768), depths: Sequence[int] = (3, 3, 9, 3),
-                 kernel_size: int = 7, drop_path_rate: float = 0.0, layer_scale_init: float = 1e-6):
+                 kernel_size: int = 7, drop_path_rate: float = 0.0, layer_scale_init: float = 1e-6,
+                 stem_stride: int | Sequence[int] = 4, stage_strides: Sequence[int | Sequence[int]] = (2, 2, 2)):
         super().__init__(spatial_dims, in_channels)
         widths, depths = [int(w) for w in widths], [int(d) for d in depths]
         if len(widths) != len(depths) or not widths or min(depths) < 1:
             raise ConfigError(f"ConvNeXtEncoder: widths {widths} and depths {depths} must be equally long, depths >= 1")
+        if len(stage_strides) != len(widths) - 1:
+            raise ConfigError(f"ConvNeXtEncoder: stage_strides needs {len(widths) - 1} entries (one per "
+                              f"downsampling), got {list(stage_strides)}")
+        stem_s = per_axis(stem_stride, spatial_dims, "ConvNeXtEncoder: stem_stride")
+        strides = [per_axis(v, spatial_dims, "ConvNeXtEncoder: stage_strides entry") for v in stage_strides]
         conv = Conv[Conv.CONV, spatial_dims]
-        self.stem = nn.Sequential(PadToMultiple(4), conv(in_channels, widths[0], 4, stride=4),
+        self.stem = nn.Sequential(PadToMultiple(stem_s), conv(in_channels, widths[0], stem_s, stride=stem_s),
                                   LayerNormChannels(widths[0]))
         rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
-        stages, k, reduction = [], 0, 4
+        stages, k, reduction = [], 0, stem_s
         for i, (w, d) in enumerate(zip(widths, depths)):
             layers: list[nn.Module] = []
             if i > 0:
-                layers += [LayerNormChannels(widths[i - 1]), PadToMultiple(2), conv(widths[i - 1], w, 2, stride=2)]
-                reduction *= 2
+                st = strides[i - 1]
+                layers += [LayerNormChannels(widths[i - 1]), PadToMultiple(st), conv(widths[i - 1], w, st, stride=st)]
+                reduction = tuple(r * s for r, s in zip(reduction, st))
             for _ in range(d):
                 layers.append(ConvNeXtBlock(spatial_dims, w, kernel_size, rates[k], layer_scale_init))
                 k += 1
             stages.append(nn.Sequential(*layers))
-            self.feature_info.append({"num_chs": w, "reduction": reduction, "module": f"stages.{i}"})
+            self.feature_info.append(_info(w, reduction, f"stages.{i}"))
         self.stages = nn.ModuleList(stages)
         self.apply(self._init_weights)
 

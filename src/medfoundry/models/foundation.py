@@ -13,17 +13,18 @@ Checkpoint folder written by :meth:`FoundationModel.save_pretrained`::
                             "in_channels", "kwargs", "defaults"}, "decoder_channels",
                             "adapters": [{"key", "modality", "channels"}, ...],
                             "adapter_standardize", "tasks": [TaskSpec.to_dict(), ...],
-                            "head_kwargs": {task: {...}}}
+                            "head_kwargs": {task: {...}}, "save_id"}
       model.safetensors    every weight; keys "trunk.encoder.*", "trunk.adapters.adapters.<key>.*",
                            "decoder.*", "heads.<task>.*"
 
-Both files are written atomically, weights first, so a folder with a ``config.json`` is
-complete.
+Both files are written atomically, weights first; ``save_id`` (also in the weights' metadata)
+pairs them, so weights and config of two different saves are never loaded together.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -115,7 +116,7 @@ class EncoderWithAdapters(nn.Module):
         of :mod:`medfoundry.models.adapters` (``dedicated=True``: give the key its own adapter,
         initialised by that rule). Call before building an optimizer for a new modality so a
         new adapter's parameters are included."""
-        return self.adapters.ensure(modality, channels, dedicated)
+        return self.adapters.ensure(modality, channels, dedicated, device=next(self.encoder.parameters()).device)
 
     def _check_image(self, image: torch.Tensor, where: str) -> None:
         if not isinstance(image, torch.Tensor) or image.ndim != 2 + self.spatial_dims:
@@ -248,7 +249,7 @@ class FoundationModel(nn.Module):
             return self.heads[spec.name]
         kw = {**self.head_kwargs.get(spec.name, {}), **head_kw}
         head = create_head(spec, [f["num_chs"] for f in self.trunk.feature_info], self.decoder.out_channels,
-                           stride=self.decoder.reduction, **kw)
+                           stride=self.decoder.reduction_per_axis, **kw)
         ref = next(self.trunk.parameters())
         self.heads[spec.name] = head.to(ref.device)
         self.task_specs[spec.name] = spec
@@ -394,7 +395,7 @@ class FoundationModel(nn.Module):
         directory = Path(directory)
         config = _read_config(directory)
         model = cls.from_config(config, source=str(directory / CONFIG_NAME))
-        state = _read_weights(directory, map_location)
+        state = _read_weights(directory, map_location, config.get("save_id"))
         _load_state(model, state, strict, directory / WEIGHTS_NAME)
         return model.to(map_location)
 
@@ -420,9 +421,13 @@ def _write_checkpoint(directory: Path, state: Mapping[str, torch.Tensor], config
     directory.mkdir(parents=True, exist_ok=True)
     # safetensors refuses shared or non-contiguous storage; saved tensors are independent copies
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    # Each file is replaced atomically, but a crash between the two renames would pair new
+    # weights with an old config: a shared id in both lets the loader detect that.
+    save_id = uuid.uuid4().hex
     with atomic_path(directory / WEIGHTS_NAME) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": _FORMAT, "format_version": str(FORMAT_VERSION)})
-    atomic_write_json(directory / CONFIG_NAME, config)
+        save_file(tensors, str(tmp), metadata={"format": _FORMAT, "format_version": str(FORMAT_VERSION),
+                                               "save_id": save_id})
+    atomic_write_json(directory / CONFIG_NAME, {**config, "save_id": save_id})
 
 
 def _read_config(directory: Path) -> dict[str, Any]:
@@ -443,14 +448,21 @@ def _read_config(directory: Path) -> dict[str, Any]:
     return config
 
 
-def _read_weights(directory: Path, map_location: str | torch.device) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
+def _read_weights(directory: Path, map_location: str | torch.device, save_id: str | None = None
+                  ) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
     path = directory / WEIGHTS_NAME
     if not path.is_file():
         raise CheckpointError(f"{path}: weights file missing")
     try:
+        if save_id is not None:
+            with safe_open(str(path), framework="pt") as fh:
+                found = (fh.metadata() or {}).get("save_id")
+            if found != save_id:
+                raise CheckpointError(f"{path}: [save_id] the weights ({found}) do not belong to {CONFIG_NAME} "
+                                      f"({save_id}); a save was interrupted, save again")
         return load_file(str(path), device=str(map_location))
     except (SafetensorError, OSError, RuntimeError) as err:
         raise CheckpointError(f"{path}: cannot read weights: {err}") from err
@@ -481,7 +493,8 @@ def load_encoder(directory: str | Path, map_location: str | torch.device = "cpu"
         _add_adapters(trunk, config, source)
     except (KeyError, TypeError, ValueError, ConfigError) as err:
         raise CheckpointError(f"{source}: cannot rebuild the encoder: {err}") from err
-    state = {k[len("trunk."):]: v for k, v in _read_weights(directory, map_location).items() if k.startswith("trunk.")}
+    weights = _read_weights(directory, map_location, config.get("save_id"))
+    state = {k[len("trunk."):]: v for k, v in weights.items() if k.startswith("trunk.")}
     _load_state(trunk, state, True, directory / WEIGHTS_NAME)
     return trunk.to(map_location)
 

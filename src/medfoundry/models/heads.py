@@ -29,8 +29,8 @@ from torch import nn
 
 from ..data.tasks import TaskKind, TaskSpec
 from ..errors import ConfigError
-from .boxes import batched_nms, generalized_box_iou
-from .encoders import group_norm
+from .boxes import batched_nms, paired_generalized_box_iou
+from .encoders import group_norm, per_axis
 
 __all__ = [
     "Head",
@@ -71,7 +71,7 @@ def head_class(kind: TaskKind | str) -> type["Head"]:
 
 
 def create_head(spec: TaskSpec, encoder_channels: Sequence[int] | int, decoder_channels: int,
-                stride: int = 4, **kwargs: Any) -> "Head":
+                stride: int | Sequence[int] = 4, **kwargs: Any) -> "Head":
     """Build the head for ``spec.kind``.
 
     Args:
@@ -79,7 +79,8 @@ def create_head(spec: TaskSpec, encoder_channels: Sequence[int] | int, decoder_c
         encoder_channels: channels per encoder stage (``[f["num_chs"] for f in
             encoder.feature_info]``) or the last stage's channels.
         decoder_channels: channels of the shared decoder map.
-        stride: reduction of the decoder map (pixels per decoder cell), used by detection.
+        stride: reduction of the decoder map (pixels per decoder cell), used by detection; an
+            int or one int per spatial axis (array order) for anisotropic encoders.
         **kwargs: head options (e.g. ``dropout``, ``score_threshold``).
     """
     return head_class(spec.kind)(spec, encoder_channels, decoder_channels, stride=stride, **kwargs)
@@ -97,7 +98,7 @@ class Head(nn.Module):
     primary_metric: ClassVar[str] = ""
 
     def __init__(self, spec: TaskSpec, encoder_channels: Sequence[int] | int, decoder_channels: int,
-                 stride: int = 4):
+                 stride: int | Sequence[int] = 4):
         super().__init__()
         if TaskKind(spec.kind) is not self.kind:
             raise ConfigError(f"{type(self).__name__}: task {spec.name!r} is a {spec.kind.value} task")
@@ -105,8 +106,9 @@ class Head(nn.Module):
         self.encoder_channels = [int(encoder_channels)] if isinstance(encoder_channels, int) \
             else [int(c) for c in encoder_channels]
         self.decoder_channels = int(decoder_channels)
-        self.stride = int(stride)
         self.spatial_dims = spec.spatial_dims
+        self.stride_per_axis = per_axis(stride, self.spatial_dims, f"{type(self).__name__}: stride")
+        self.stride = max(self.stride_per_axis)
 
     @property
     def num_classes(self) -> int:
@@ -134,7 +136,7 @@ class _GlobalHead(Head):
     """Global-average-pooled last encoder stage -> LayerNorm -> dropout -> linear."""
 
     def __init__(self, spec: TaskSpec, encoder_channels: Sequence[int] | int, decoder_channels: int,
-                 stride: int = 4, dropout: float = 0.0):
+                 stride: int | Sequence[int] = 4, dropout: float = 0.0):
         super().__init__(spec, encoder_channels, decoder_channels, stride)
         c = self.encoder_channels[-1]
         self.norm = nn.LayerNorm(c)
@@ -154,15 +156,28 @@ class _GlobalHead(Head):
 class ClassificationHead(_GlobalHead):
     """Single-label classification.
 
-    ``forward`` -> logits ``(B, C)``; ``loss`` = cross-entropy / ln C (1 for uniform logits);
-    ``decode`` -> per sample ``probs (C,)`` float32 (softmax).
+    ``forward`` -> logits ``(B, C)``; ``loss`` = cross-entropy / ln C (1 for uniform logits,
+    with or without label smoothing); ``decode`` -> per sample ``probs (C,)`` float32 (softmax).
+
+    Args:
+        dropout: dropout before the linear layer.
+        label_smoothing: passed to ``F.cross_entropy``.
     """
 
     primary_metric = "balanced_accuracy"
 
+    def __init__(self, spec: TaskSpec, encoder_channels: Sequence[int] | int, decoder_channels: int,
+                 stride: int | Sequence[int] = 4, dropout: float = 0.0, label_smoothing: float = 0.0):
+        super().__init__(spec, encoder_channels, decoder_channels, stride, dropout)
+        self.label_smoothing = float(label_smoothing)
+
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         target = torch.as_tensor(target, device=output.device).long()
-        return F.cross_entropy(output, target) / math.log(self.num_classes)
+        if target.ndim != 1 or target.shape[0] != output.shape[0]:
+            raise ValueError(f"ClassificationHead.loss: expected ({output.shape[0]},) class indices, "
+                             f"got shape {tuple(target.shape)}")
+        ce = F.cross_entropy(output, target, label_smoothing=self.label_smoothing)
+        return ce / math.log(self.num_classes)
 
     def decode(self, output: torch.Tensor) -> list[np.ndarray]:
         probs = torch.softmax(output.detach().float(), dim=1).cpu().numpy().astype(np.float32)
@@ -220,15 +235,22 @@ class SegmentationHead(_DenseHead):
     decoder resolution when ``image_size`` is given); ``loss`` = (CE / ln C + soft Dice) / 2,
     Dice over foreground classes with batch statistics (about 1 untrained, 0 perfect);
     ``decode`` -> per sample label map ``(*image_size)`` int64.
+
+    Args:
+        smooth: added to the Dice numerator and denominator.
+        ignore_index: a target value marking unlabelled pixels (e.g. 255 for partial
+            annotations); they count in neither CE nor Dice. ``None``: every target value must
+            be a class index.
     """
 
     primary_metric = "dice"
 
     def __init__(self, spec: TaskSpec, encoder_channels: Sequence[int] | int, decoder_channels: int,
-                 stride: int = 4, smooth: float = 1e-5):
+                 stride: int | Sequence[int] = 4, smooth: float = 1e-5, ignore_index: int | None = None):
         super().__init__(spec, encoder_channels, decoder_channels, stride)
         self.classifier = self._branch(self.num_classes)
         self.smooth = smooth
+        self.ignore_index = ignore_index
 
     def forward(self, features: torch.Tensor, image_size: Sequence[int] | None = None) -> torch.Tensor:
         logits = self.classifier(self._check_map(features))
@@ -243,9 +265,19 @@ class SegmentationHead(_DenseHead):
         if target.shape[1:] != output.shape[2:]:
             raise ValueError(f"SegmentationHead.loss: target {tuple(target.shape)} does not match logits "
                              f"{tuple(output.shape)}; call forward with image_size")
-        ce = F.cross_entropy(output, target) / math.log(self.num_classes)
-        probs = torch.softmax(output, dim=1)[:, 1:]
-        onehot = F.one_hot(target, self.num_classes).movedim(-1, 1)[:, 1:].to(probs.dtype)
+        c = self.num_classes
+        valid = torch.ones_like(target, dtype=torch.bool) if self.ignore_index is None else target != self.ignore_index
+        bad = valid & ((target < 0) | (target >= c))
+        if bool(bad.any()):
+            raise ValueError(f"SegmentationHead.loss: task {self.spec.name!r} has {c} classes but the target "
+                             f"holds {sorted(set(target[bad].unique().tolist()))[:5]}"
+                             + ("" if self.ignore_index is None else f" (ignore_index={self.ignore_index})"))
+        safe = torch.where(valid, target, torch.zeros_like(target))
+        ce = F.cross_entropy(output, target, ignore_index=-100 if self.ignore_index is None else self.ignore_index)
+        ce = ce / math.log(c)
+        mask = valid.unsqueeze(1).to(output.dtype)
+        probs = torch.softmax(output, dim=1)[:, 1:] * mask
+        onehot = F.one_hot(safe, c).movedim(-1, 1)[:, 1:].to(probs.dtype) * mask
         dims = (0,) + tuple(range(2, probs.ndim))  # batch Dice: sum over samples and space
         inter = (probs * onehot).sum(dims)
         denom = probs.sum(dims) + onehot.sum(dims)
@@ -262,7 +294,8 @@ class DetectionHead(_DenseHead):
 
     Each object is a peak of its class heatmap at the decoder cell holding its centre; the
     regression map gives, at that cell, the sub-cell offset of the centre (``d`` values, cell
-    units) and the log of the box extent in cells (``d`` values).
+    units) and the log of the box extent in cells (``d`` values), both in box order
+    (x, y[, z]). A cell is ``stride_per_axis`` pixels/voxels (anisotropic encoders allowed).
 
     ``forward`` -> ``{"heatmap": (B, K, *S) logits, "regression": (B, 2d, *S),
     "image_size": tuple}`` with ``S`` the decoder grid.
@@ -283,14 +316,15 @@ class DetectionHead(_DenseHead):
 
     Args:
         prior: initial foreground probability of the heatmap (bias init).
-        score_threshold, max_detections, nms_iou: decoding options.
+        score_threshold, max_detections, nms_iou: decoding options (raise ``max_detections``
+            for crowded microscopy fields).
     """
 
     primary_metric = "map50"
 
     def __init__(self, spec: TaskSpec, encoder_channels: Sequence[int] | int, decoder_channels: int,
-                 stride: int = 4, prior: float = 0.1, score_threshold: float = 0.05,
-                 max_detections: int = 100, nms_iou: float = 0.5):
+                 stride: int | Sequence[int] = 4, prior: float = 0.1, score_threshold: float = 0.05,
+                 max_detections: int = 300, nms_iou: float = 0.5):
         super().__init__(spec, encoder_channels, decoder_channels, stride)
         d = self.spatial_dims
         self.prior = float(prior)
@@ -303,7 +337,7 @@ class DetectionHead(_DenseHead):
     def forward(self, features: torch.Tensor, image_size: Sequence[int] | None = None) -> dict[str, Any]:
         x = self._check_map(features)
         if image_size is None:
-            image_size = tuple(s * self.stride for s in x.shape[2:])
+            image_size = tuple(s * r for s, r in zip(x.shape[2:], self.stride_per_axis))
         return {"heatmap": self.heatmap(x), "regression": self.regression(x),
                 "image_size": tuple(int(s) for s in image_size)}
 
@@ -315,70 +349,94 @@ class DetectionHead(_DenseHead):
         return torch.stack([m.reshape(-1) for m in reversed(mesh)], dim=1)
 
     def encode_targets(self, targets: Sequence[dict[str, torch.Tensor]], shape: Sequence[int],
-                       device: torch.device) -> tuple[torch.Tensor, list[tuple[int, int, int, torch.Tensor]]]:
-        """Heatmap targets ``(B, K, *shape)`` and the list of objects as
-        ``(sample, class, flat cell index, box (2d,) pixels)``."""
+                       device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Encode box targets on the decoder grid.
+
+        Args:
+            targets: per sample ``{"boxes": (M, 2d) pixels, "labels": (M,)}``.
+            shape: decoder grid ``S`` (array axis order).
+            device: where to build the tensors.
+
+        Returns:
+            ``heat`` ``(B, K, *S)`` Gaussian heatmaps (1 at each object's centre cell) and the
+            objects as tensors ``sample (N,)``, ``label (N,)``, ``cell (N,)`` (flat index into
+            ``S``) and ``box (N, 2d)``.
+        """
         d, k = self.spatial_dims, self.num_classes
         shape = tuple(int(s) for s in shape)
-        n_cells = int(np.prod(shape))
         grid = self._grid(shape, device)
-        limits = torch.tensor(list(reversed(shape)), device=device, dtype=torch.float32)
-        strides = torch.tensor([s for s in reversed(shape)], device=device)
-        flat_mult = torch.cumprod(torch.cat([torch.ones(1, device=device), strides[:-1].float()]), 0)
+        n_cells = grid.shape[0]
+        extent_xyz = torch.tensor(list(reversed(shape)), device=device, dtype=torch.float32)
+        stride_xyz = self._stride_xyz(device)
+        # flat index = x + W * y (+ W * H * z): multipliers in box (x, y, z) order
+        mult = torch.cumprod(torch.cat([torch.ones(1, device=device), extent_xyz[:-1]]), 0)
         heat = torch.zeros(len(targets), k, n_cells, device=device)
-        objects = []
+        samples, labels_all, cells_all, boxes_all = [], [], [], []
         for b, t in enumerate(targets):
             boxes = torch.as_tensor(t["boxes"], device=device, dtype=torch.float32).reshape(-1, 2 * d)
             labels = torch.as_tensor(t["labels"], device=device).long().reshape(-1)
             if boxes.shape[0] != labels.shape[0]:
                 raise ValueError(f"DetectionHead.loss: sample {b} has {boxes.shape[0]} boxes but "
                                  f"{labels.shape[0]} labels")
-            if labels.numel() and (labels.min() < 0 or labels.max() >= k):
+            if labels.numel() == 0:
+                continue
+            if labels.min() < 0 or labels.max() >= k:
                 raise ValueError(f"DetectionHead.loss: labels must be in [0, {k}), got {labels.tolist()}")
-            for box, label in zip(boxes, labels):
-                centre = (box[:d] + box[d:]) / 2 / self.stride
-                extent = (box[d:] - box[:d]).clamp(min=0) / self.stride
-                cell = centre.floor().clamp(min=torch.zeros_like(limits), max=limits - 1)
-                sigma = (0.54 * extent / 6).clamp(min=0.5)
-                g = torch.exp(-(((grid - cell) / sigma) ** 2).sum(1) / 2)
-                heat[b, label] = torch.maximum(heat[b, label], g)
-                flat = int((cell * flat_mult).sum().item())
-                objects.append((b, int(label), flat, box))
+            centre = (boxes[:, :d] + boxes[:, d:]) / 2 / stride_xyz
+            extent = (boxes[:, d:] - boxes[:, :d]).clamp(min=0) / stride_xyz
+            cell = torch.minimum(centre.floor().clamp(min=0), extent_xyz - 1)
+            sigma = (0.54 * extent / 6).clamp(min=0.5)
+            # chunks bound the (objects x cells) buffer for crowded images and large 3D grids
+            for i in range(0, len(labels), 64):
+                g = torch.exp(-(((grid[None] - cell[i:i + 64, None]) / sigma[i:i + 64, None]) ** 2).sum(-1) / 2)
+                index = labels[i:i + 64, None].expand(-1, n_cells)
+                heat[b].scatter_reduce_(0, index, g, reduce="amax")
+            samples.append(torch.full_like(labels, b))
+            labels_all.append(labels)
+            cells_all.append((cell * mult).sum(1).long())
+            boxes_all.append(boxes)
+        if samples:
+            objects = {"sample": torch.cat(samples), "label": torch.cat(labels_all), "cell": torch.cat(cells_all),
+                       "box": torch.cat(boxes_all)}
+        else:
+            empty = torch.zeros(0, dtype=torch.long, device=device)
+            objects = {"sample": empty, "label": empty, "cell": empty,
+                       "box": torch.zeros(0, 2 * d, device=device)}
         return heat.reshape(len(targets), k, *shape), objects
+
+    def _stride_xyz(self, device: torch.device) -> torch.Tensor:
+        """Pixels per cell in box order (x, y[, z])."""
+        return torch.tensor(list(reversed(self.stride_per_axis)), device=device, dtype=torch.float32)
 
     def _cell_boxes(self, reg: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
         """Boxes (N, 2d) in pixels from regression vectors (N, 2d) at cells (N, d) (x, y, z order)."""
         d = self.spatial_dims
-        centre = (cells + reg[:, :d]) * self.stride
-        extent = torch.exp(reg[:, d:].clamp(-10, 10)) * self.stride
+        stride = self._stride_xyz(reg.device)
+        centre = (cells + reg[:, :d]) * stride
+        extent = torch.exp(reg[:, d:].clamp(-10, 10)) * stride
         return torch.cat([centre - extent / 2, centre + extent / 2], dim=1)
 
     # --------------------------------------------------------------------- loss
     def loss(self, output: dict[str, Any], target: Sequence[dict[str, torch.Tensor]]) -> torch.Tensor:
-        logits, reg = output["heatmap"], output["regression"]
+        logits, reg = output["heatmap"].float(), output["regression"].float()
         shape = logits.shape[2:]
-        heat, objects = self.encode_targets(target, shape, logits.device)
-        logits32 = logits.float()
-        pos = torch.zeros_like(heat, dtype=torch.bool)
-        for b, c, flat, _ in objects:
-            pos[b, c].view(-1)[flat] = True
-        n_obj = max(len(objects), 1)
+        heat, obj = self.encode_targets(target, shape, logits.device)
+        b_idx, c_idx, cell_idx = obj["sample"], obj["label"], obj["cell"]
+        pos = torch.zeros_like(heat, dtype=torch.bool).flatten(2)
+        pos[b_idx, c_idx, cell_idx] = True
+        pos = pos.reshape(heat.shape)
+        n_obj = max(int(b_idx.numel()), 1)
         neg_w = (1 - heat).pow(4) * (~pos)
-        log_p, log_q = F.logsigmoid(logits32), F.logsigmoid(-logits32)
-        p = torch.sigmoid(logits32)
+        log_p, log_q = F.logsigmoid(logits), F.logsigmoid(-logits)
+        p = torch.sigmoid(logits)
         focal = (-(log_p * (1 - p).pow(2)) * pos).sum() + (-(log_q * p.pow(2)) * neg_w).sum()
         p0 = self.prior
         reference = (-math.log(p0) * (1 - p0) ** 2) * pos.sum() + (-math.log(1 - p0) * p0 ** 2) * neg_w.sum()
         heat_loss = (focal / n_obj) / (reference / n_obj).clamp(min=1e-12)
-        if objects:
-            d = self.spatial_dims
-            flat_reg = reg.float().flatten(2)
-            grid = self._grid(shape, reg.device)
-            vec = torch.stack([flat_reg[b, :, flat] for b, _, flat, _ in objects])
-            cells = torch.stack([grid[flat] for _, _, flat, _ in objects])
-            pred = self._cell_boxes(vec, cells)
-            true = torch.stack([box for _, _, _, box in objects]).reshape(-1, 2 * d)
-            box_loss = (1 - torch.diagonal(generalized_box_iou(pred, true))).mean()
+        if b_idx.numel():
+            vec = reg.flatten(2)[b_idx, :, cell_idx]  # (N, 2d)
+            pred = self._cell_boxes(vec, self._grid(shape, reg.device)[cell_idx])
+            box_loss = (1 - paired_generalized_box_iou(pred, obj["box"])).mean()
         else:
             box_loss = reg.sum() * 0.0
         return 0.5 * (heat_loss + box_loss)
@@ -389,7 +447,7 @@ class DetectionHead(_DenseHead):
         logits, reg = output["heatmap"].float(), output["regression"].float()
         d = self.spatial_dims
         shape = logits.shape[2:]
-        image_size = output.get("image_size") or tuple(s * self.stride for s in shape)
+        image_size = output.get("image_size") or tuple(s * r for s, r in zip(shape, self.stride_per_axis))
         bounds = torch.tensor(list(reversed(image_size)), dtype=torch.float32, device=logits.device)
         heat = torch.sigmoid(logits)
         pooled = Pool[Pool.MAX, d](3, stride=1, padding=1)(heat)

@@ -235,6 +235,31 @@ def instance_optimise(fixed: torch.Tensor, moving: torch.Tensor, init: torch.Ten
         return smoothed(param) * factor
 
 
+def project_channels(fixed: torch.Tensor, moving: torch.Tensor, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Project both descriptor volumes onto their ``channels`` leading principal components.
+
+    One shared projection (from the pooled covariance of both images) keeps squared distances
+    between descriptors close to the full ones while the warp in the fine stage, whose cost
+    grows with the channel count, handles fewer channels.
+    """
+    c = fixed.shape[1]
+    stacked = torch.cat([fixed.reshape(c, -1), moving.reshape(c, -1)], dim=1)
+    mean = stacked.mean(1, keepdim=True)
+    centred = stacked - mean
+    cov = centred @ centred.t() / centred.shape[1]
+    _, vectors = torch.linalg.eigh(cov.double())
+    basis = vectors[:, -channels:].flip(1).t().to(fixed.dtype)  # (k, C), largest first
+    # Eigenvector signs are arbitrary; fixing them keeps the result identical across devices.
+    largest = basis.abs().argmax(1, keepdim=True)
+    basis = basis * torch.sign(basis.gather(1, largest))
+
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        flat = basis @ (x.reshape(c, -1) - mean)
+        return flat.reshape(1, channels, *x.shape[2:])
+
+    return apply(fixed), apply(moving)
+
+
 def _upsample_to_image(disp: torch.Tensor, spacing: float, shape: tuple[int, ...]) -> torch.Tensor:
     """Grid field (voxels) of spacing ``spacing`` -> dense field on the image grid ``shape``."""
     return resample_grid_field(disp, spacing, 1.0, shape)
@@ -278,6 +303,8 @@ def convex_adam(fixed_features: torch.Tensor, moving_features: torch.Tensor, con
     factor = config.adam_factor
     fixed_fine = pooled_features(fixed_features, factor)
     moving_fine = pooled_features(moving_features, factor)
+    if 0 < config.adam_channels < fixed_fine.shape[1]:
+        fixed_fine, moving_fine = project_channels(fixed_fine, moving_fine, config.adam_channels)
     weight = None
     if fixed_mask is not None:
         weight = pooled_features(fixed_mask.float(), factor)

@@ -603,7 +603,8 @@ def save_displacement(path: str | Path, disp: np.ndarray, affine: np.ndarray | N
         path: destination ending in ``.nii.gz``, ``.nii`` or ``.npz``.
         disp: (..., ndim) displacement in voxels, fixed -> moving.
         affine: NIfTI affine (identity if ``None``).
-        dtype: ``float32`` or ``float16`` (Learn2Reg accepts both).
+        dtype: ``float32`` or ``float16`` (Learn2Reg accepts both); NIfTI-1 has no float16
+            type, so ``.nii.gz`` files are always written as float32.
     """
     path = Path(path)
     disp = np.asarray(disp)
@@ -618,7 +619,7 @@ def save_displacement(path: str | Path, disp: np.ndarray, affine: np.ndarray | N
     elif name.endswith((".nii.gz", ".nii")):
         import nibabel as nib
 
-        img = nib.Nifti1Image(disp, np.eye(4) if affine is None else np.asarray(affine))
+        img = nib.Nifti1Image(disp.astype(np.float32), np.eye(4) if affine is None else np.asarray(affine))
         with atomic_path(path) as tmp:
             real = tmp.with_name(tmp.name + (".nii.gz" if name.endswith(".gz") else ".nii"))
             nib.save(img, str(real))

@@ -51,6 +51,8 @@ class RegistrationConfig:
         adam_smooth_passes: box filter passes.
         adam_sample_fraction: fraction of fine-grid voxels drawn (seeded) at each Adam step to
             evaluate the similarity; 1 uses all of them.
+        adam_channels: project the descriptors onto this many principal components for the
+            fine stage (0 keeps all; fewer is faster).
         regularisation: weight of the diffusion penalty (mean squared forward difference of the
             displacement, voxels^2 per fine-grid step) against the feature MSE.
         seed: seed of torch's generators (the method itself draws no random numbers).
@@ -75,6 +77,7 @@ class RegistrationConfig:
     adam_smooth_radius: int = 1
     adam_smooth_passes: int = 2
     adam_sample_fraction: float = 1.0
+    adam_channels: int = 0
     regularisation: float = 1.0
     seed: int = 0
 
@@ -89,7 +92,7 @@ class RegistrationConfig:
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"registration config: {name} must be >= 1, found {getattr(self, name)}")
         for name in ["mind_radius", "search_radius", "adam_iterations", "affine_iterations", "ic_iterations",
-                     "adam_smooth_radius", "adam_smooth_passes"]:
+                     "adam_smooth_radius", "adam_smooth_passes", "adam_channels"]:
             if int(getattr(self, name)) < 0:
                 raise ConfigError(f"registration config: {name} must be >= 0, found {getattr(self, name)}")
         if self.grid_spacing % self.search_step:

@@ -52,6 +52,8 @@ class Point:
     low: float
     high: float
     seeds: int
+    still_improving: int = 0  # seeds whose best validation came at the last step (budget ran out)
+    max_steps: int = 0
 
 
 @dataclass
@@ -117,7 +119,9 @@ def summarise(records: list[dict[str, Any]], level: float = 0.95) -> dict[str, S
             mean, lo, hi = seed_case_ci(point, arr, level=level)
         else:
             mean, lo, hi = mean_ci(point, level=level) if np.isfinite(point).any() else (np.nan,) * 3
-        out[task].curves.setdefault((enc, mode), {})[frac] = Point(mean, lo, hi, len(runs))
+        improving = sum(1 for r in runs if r.get("steps") and r.get("best_step") == r.get("steps"))
+        steps = max((int(r.get("steps") or 0) for r in runs), default=0)
+        out[task].curves.setdefault((enc, mode), {})[frac] = Point(mean, lo, hi, len(runs), improving, steps)
     return out
 
 
@@ -255,6 +259,10 @@ def _task_section(s: Summary, png: bytes) -> str:
     head = "".join(f"<th>{100 * f:g} %</th>" for f in fracs)
     ref_txt = ("missing (no random-init fine-tuned run at 100 %)" if ref is None
                else f"{_fmt(ref.mean)} [{_fmt(ref.low)}, {_fmt(ref.high)}]")
+    if ref is not None and ref.still_improving:
+        ref_txt += (f" - warning: in {ref.still_improving} of {ref.seeds} seeds the baseline's best validation score "
+                    f"came at its last step ({ref.max_steps} steps), so it may be under-trained, which flatters "
+                    "the pretrained encoders; raise the step budget (--max-steps / --finetune-max-steps)")
     img = base64.b64encode(png).decode("ascii")
     return (f"<h2 id='task-{e(s.task)}'>{e(s.task)}</h2>"
             f"<p>kind: {e(s.kind)}; role: {e(str(s.role or '-'))}; metric: <b>{e(s.metric)}</b> (test split); "

@@ -4,7 +4,9 @@ The trainer does not wrap the model in ``DistributedDataParallel``: each round r
 backward passes through different heads, and DDP's bucketed hooks would either all-reduce after
 every task or need ``no_sync`` plus unused-parameter detection. Instead the accumulated shared
 gradients are flattened into one buffer and all-reduced once per round, which is what DDP does
-with ``no_sync`` on all but the last backward, without its bookkeeping. Weights are broadcast
+with ``no_sync`` on all but the last backward, without its bookkeeping. A head's gradient is
+all-reduced once too, right after its task (it is final then, and the head is on the device,
+which nccl needs), so a round costs one collective for the trunk plus one per task. Weights are broadcast
 from rank 0 at start, so every rank steps the same model with the same averaged gradient.
 
 Launch: ``torchrun --nproc-per-node 2 -m medfoundry pretrain --database DB --out RUN``

@@ -136,7 +136,7 @@ class MultiTaskTrainer:
             if device.type == "cuda" and self.dist.enabled and device.index is None:
                 device = torch.device("cuda", self.dist.local_rank)
         self.device = torch.device(device)
-        if self.device.type == "cuda":
+        if self.device.type == "cuda" and self.device.index is not None:
             torch.cuda.set_device(self.device)
         self.model = model
         self.tasks = resolve_tasks(db, config.tasks)

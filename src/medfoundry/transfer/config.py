@@ -42,6 +42,9 @@ class TransferConfig:
             fine-tuning.
         weight_decay: AdamW weight decay.
         max_epochs, min_steps, max_steps: the step budget (see above).
+        finetune_max_steps: a lower cap for fine-tuning runs, whose steps cost a full
+            forward/backward pass (``None``: ``max_steps``). Frozen runs train on cached
+            features and are cheap, so they keep ``max_steps``.
         eval_every: validation interval in steps (``None``: automatic).
         min_eval_interval: lower bound of the automatic validation interval.
         patience: evaluations without improvement before stopping.
@@ -50,6 +53,8 @@ class TransferConfig:
             or ``full`` (the whole val split for every fraction).
         probe: frozen classification/multilabel head on the pooled embedding: ``linear`` or
             ``mlp`` (one hidden layer).
+        probe_multiscale: probe on the pooled maps of every encoder stage concatenated instead
+            of the last stage only.
         encoder: architecture of random-init encoders (registry name).
         decoder_channels: width of the decoder of random-init models.
         init_seed: offset of the random-init encoder seed (encoder seed = init_seed + seed).
@@ -71,11 +76,13 @@ class TransferConfig:
     max_epochs: int = 50
     min_steps: int = 30
     max_steps: int = 300
+    finetune_max_steps: int | None = None
     eval_every: int | None = None
     min_eval_interval: int = 10
     patience: int = 5
     val_policy: str = "scaled"
     probe: str = "linear"
+    probe_multiscale: bool = False
     encoder: str = "resnet_small"
     decoder_channels: int = 64
     init_seed: int = 0
@@ -106,6 +113,10 @@ class TransferConfig:
                 raise bad(name, "an integer >= 1")
         if self.min_steps > self.max_steps:
             raise bad("min_steps", f"<= max_steps ({self.max_steps})")
+        if self.finetune_max_steps is not None and (isinstance(self.finetune_max_steps, bool)
+                                                    or not isinstance(self.finetune_max_steps, int)
+                                                    or self.finetune_max_steps < 1):
+            raise bad("finetune_max_steps", "an integer >= 1 or null")
         if self.eval_every is not None and (not isinstance(self.eval_every, int) or self.eval_every < 1):
             raise bad("eval_every", "an integer >= 1 or null")
         for name in ("n_boot", "init_seed", "single_task_rounds"):
@@ -121,6 +132,13 @@ class TransferConfig:
             raise bad("weight_decay", "a number >= 0")
         look_up_option(self.val_policy, VAL_POLICIES, what="transfer val_policy")
         look_up_option(self.probe, PROBES, what="transfer probe")
+
+    def for_mode(self, mode: str) -> "TransferConfig":
+        """The config a run of ``mode`` uses (``finetune_max_steps`` applied when fine-tuning)."""
+        if mode != "finetune" or self.finetune_max_steps is None:
+            return self
+        cap = self.finetune_max_steps
+        return dataclasses.replace(self, max_steps=cap, min_steps=min(self.min_steps, cap))
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

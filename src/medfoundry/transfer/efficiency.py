@@ -217,10 +217,10 @@ def _one_run(db: MultiTaskDatabase, data: TaskData, src: EncoderSource, mode: st
         model.to(device)
         enc_seed = cfg.init_seed + seed if src.kind == "random" else None
         feats = cache.get((src.label, enc_seed, task),
-                          lambda: extract_features(model, data, cfg.eval_batch_size, device))
+                          lambda: extract_features(model, data, cfg.eval_batch_size, device, cfg.probe_multiscale))
         result = run_frozen(model, data, feats, train_pos, val_pos, test_pos, cfg, seed, device)
     else:
-        result = run_finetune(model, data, train_pos, val_pos, test_pos, cfg, seed, device)
+        result = run_finetune(model, data, train_pos, val_pos, test_pos, cfg.for_mode("finetune"), seed, device)
     targets = [data.targets[p] for p in test_pos]
     spacings = [data.spacings[p] for p in test_pos]
     with np.errstate(all="ignore"):

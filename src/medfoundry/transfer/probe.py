@@ -30,12 +30,13 @@ GLOBAL_KINDS = (TaskKind.CLASSIFICATION, TaskKind.MULTILABEL)
 
 
 @torch.no_grad()
-def extract_features(model: nn.Module, data: TaskData, batch_size: int, device: torch.device
-                     ) -> torch.Tensor | list[torch.Tensor]:
+def extract_features(model: nn.Module, data: TaskData, batch_size: int, device: torch.device,
+                     multiscale: bool = False) -> torch.Tensor | list[torch.Tensor]:
     """Frozen features of every row of ``data`` (on the CPU, float32).
 
     Returns:
-        ``(N, D)`` pooled embeddings for classification/multilabel tasks, else the list of
+        ``(N, D)`` pooled embeddings for classification/multilabel tasks (every stage pooled
+        and concatenated with ``multiscale``), else the list of
         multi-scale maps ``[(N, C_i, *S_i), ...]`` (finest first).
     """
     spec = data.spec
@@ -45,7 +46,7 @@ def extract_features(model: nn.Module, data: TaskData, batch_size: int, device: 
     for a in range(0, len(data.images), batch_size):
         img = data.images[a:a + batch_size].to(device)
         if pooled:
-            chunks.append(model.embed(img, spec.modality).float().cpu())
+            chunks.append(model.embed(img, spec.modality, multiscale=multiscale).float().cpu())
         else:
             chunks.append([f.float().cpu() for f in model.features(img, spec.modality)])
     if pooled:

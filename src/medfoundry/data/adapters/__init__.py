@@ -7,6 +7,8 @@ existing one). See docs/database_format.md for examples.
 """
 
 from ._common import DEFAULT_RATIOS as DEFAULT_RATIOS
+from ._common import FIT_MODES as FIT_MODES
+from ._common import Fit as Fit
 from ._common import ImportResult as ImportResult
 from ._common import Sample as Sample
 from ._common import add_task as add_task
@@ -24,7 +26,8 @@ from .volumes import import_volumes as import_volumes
 from .volumes import normalize_volume as normalize_volume
 
 __all__ = [
-    "DEFAULT_RATIOS", "ImportResult", "Sample", "add_task", "grouped_split", "resize_image", "resize_mask",
+    "DEFAULT_RATIOS", "FIT_MODES", "Fit", "ImportResult", "Sample", "add_task", "grouped_split", "resize_image",
+    "resize_mask",
     "scale_boxes", "stratified_split", "import_coco", "import_csv", "import_image_folder", "import_medmnist",
     "import_segmentation_folders", "import_volumes", "normalize_volume",
 ]

@@ -9,8 +9,9 @@ Resizing (every stored sample has the task's ``image_size``):
   ``[0, 0, W, H]`` covering the whole image stays the whole image);
 * spacing: multiplied by ``old_size / new_size`` per axis (mm per pixel grows when shrinking).
 
-The aspect ratio is not kept (images are stretched), as in most classification pipelines;
-crop or pad beforehand if that matters for your data.
+``fit="stretch"`` (default) changes the aspect ratio, as most classification pipelines do;
+``fit="pad"`` keeps it (letterbox: scaled to fit, centred, zero padding, masks padded with
+background, boxes shifted accordingly).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ __all__ = [
     "canonical_split",
     "DEFAULT_RATIOS",
     "ImportResult",
+    "Fit",
+    "FIT_MODES",
 ]
 
 DEFAULT_RATIOS = (0.7, 0.15, 0.15)
@@ -168,7 +171,8 @@ def stratified_split(strata: Sequence[int] | np.ndarray, ratios: Sequence[float]
     out: dict[str, list[int]] = {s: [] for s in SPLITS}
     for value in np.unique(strata):
         members = np.flatnonzero(strata == value)
-        rng = np.random.default_rng([seed, zlib.crc32(repr(value.item() if hasattr(value, "item") else value).encode())])
+        key = value.item() if hasattr(value, "item") else value
+        rng = np.random.default_rng([seed, zlib.crc32(repr(key).encode())])
         members = members[rng.permutation(len(members))]
         offset = rng.random()
         u = (np.arange(len(members)) + offset) / len(members)
@@ -254,8 +258,10 @@ def add_task(db_root: str | Path, spec: TaskSpec, samples: Iterable[Sample], n: 
     :class:`~medfoundry.data.database.DatabaseWriter` (hidden sibling folder, renamed at the end).
     For an existing database the task is written to ``tasks/.<name>.partial``, renamed to
     ``tasks/<name>`` once complete, and ``database.yaml`` is then rewritten atomically with the
-    new task appended; a crash at any point leaves the database as it was (at worst a stray
-    hidden folder that the next call removes).
+    new task appended. A crash before the rename leaves the database as it was (plus a hidden
+    ``.partial`` folder the next call removes); a crash between the rename and the manifest
+    write leaves an unlisted ``tasks/<name>`` folder, which loaders ignore, ``validate`` reports
+    and a new ``add_task`` of that name asks you to remove.
 
     Args:
         db_root: database folder.
@@ -332,22 +338,34 @@ def strip_suffix(path: str | Path) -> str:
     return name[: len(name) - len(suffix)] if suffix else name
 
 
-def list_files(folder: Path, suffixes: Sequence[str]) -> list[Path]:
-    """Files under ``folder`` (not recursive, hidden files skipped) with one of ``suffixes``, natural order."""
+def list_files(folder: Path, suffixes: Sequence[str], recursive: bool = False) -> list[Path]:
+    """Files in ``folder`` (or below it when ``recursive``) with one of ``suffixes`` (plus
+    suffix-less DICOM files when ``.dcm`` is wanted), in natural order of their relative path;
+    hidden files and folders are skipped."""
     from ...io import file_suffix
 
     if not folder.is_dir():
         raise DataError("folder does not exist", path=folder)
-    files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
-             and file_suffix(p) in suffixes]
-    return sorted(files, key=lambda p: natural_key(p.name))
+    from ...io.images import IMAGE_SUFFIXES, looks_like_dicom
+
+    dicom_wanted = ".dcm" in suffixes
+    candidates = folder.rglob("*") if recursive else folder.iterdir()
+    # DICOM files often carry no suffix at all (PACS exports): recognise them by their magic.
+    files = [p for p in candidates if p.is_file()
+             and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+             and (file_suffix(p) in suffixes
+                  or (dicom_wanted and file_suffix(p) not in IMAGE_SUFFIXES and looks_like_dicom(p)))]
+    return sorted(files, key=lambda p: natural_key(str(p.relative_to(folder))))
 
 
 def resolve_channels(channels: int | None, first_image: np.ndarray) -> int:
     return int(channels) if channels is not None else int(first_image.shape[0])
 
 
-def check_size(image_size: Sequence[int], dims: int = 2) -> tuple[int, ...]:
+def check_size(image_size: Sequence[int], dims: int = 2, fit: str = "stretch") -> tuple[int, ...]:
+    """Validate ``image_size`` (and the ``fit`` mode) before any file is read."""
+    if fit not in FIT_MODES:
+        raise DataError(f"fit must be one of {FIT_MODES}, got {fit!r}", field="fit")
     size = tuple(int(s) for s in image_size)
     if len(size) != dims or min(size) < 1:
         raise DataError(f"image_size must have {dims} positive entries, got {list(image_size)}", field="image_size")
@@ -379,19 +397,75 @@ def finish(db: str | Path, spec: TaskSpec, records: Sequence[Any], load: Callabl
     return ImportResult(spec, {s: len(splits.get(s, [])) for s in SPLITS}, notes)
 
 
-def load_image_2d(path: Path, size: Sequence[int], channels: int, normalize: str,
-                  source: str | None = None) -> tuple[np.ndarray, tuple[float, ...] | None, tuple[int, int]]:
-    """Read, convert channels and resize one 2D image.
+FIT_MODES = ("stretch", "pad")
+
+
+@dataclass(frozen=True)
+class Fit:
+    """How an image of ``old`` (h, w) pixels is placed into the stored ``size`` (H, W).
+
+    ``stretch`` resizes to (H, W), changing the aspect ratio; ``pad`` (letterbox) resizes by
+    ``min(H / h, W / w)`` to ``inner`` and centres it at ``offset`` on a zero canvas, so shapes
+    keep their proportions. Images, masks, boxes and spacing all go through the same plan.
+    """
+
+    old: tuple[int, int]
+    size: tuple[int, int]
+    inner: tuple[int, int]
+    offset: tuple[int, int]
+
+    @classmethod
+    def plan(cls, old: Sequence[int], size: Sequence[int], mode: str = "stretch") -> "Fit":
+        old_t = (int(old[0]), int(old[1]))
+        size_t = (int(size[0]), int(size[1]))
+        if mode == "stretch":
+            return cls(old_t, size_t, size_t, (0, 0))
+        if mode != "pad":
+            raise DataError(f"fit must be one of {FIT_MODES}, got {mode!r}", field="fit")
+        scale = min(size_t[0] / old_t[0], size_t[1] / old_t[1])
+        inner = (max(1, min(size_t[0], round(old_t[0] * scale))), max(1, min(size_t[1], round(old_t[1] * scale))))
+        return cls(old_t, size_t, inner, ((size_t[0] - inner[0]) // 2, (size_t[1] - inner[1]) // 2))
+
+    def _place(self, array: np.ndarray) -> np.ndarray:
+        if self.inner == self.size:
+            return array
+        out = np.zeros(array.shape[:-2] + self.size, dtype=array.dtype)
+        oy, ox = self.offset
+        out[..., oy:oy + self.inner[0], ox:ox + self.inner[1]] = array
+        return out
+
+    def image(self, image: np.ndarray) -> np.ndarray:
+        """(C, h, w) -> (C, H, W), linear (anti-aliased when shrinking)."""
+        return self._place(resize_image(image, self.inner))
+
+    def mask(self, mask: np.ndarray) -> np.ndarray:
+        """(h, w) -> (H, W), nearest; padding is background (0)."""
+        return self._place(resize_mask(mask, self.inner))
+
+    def boxes(self, boxes: np.ndarray) -> np.ndarray:
+        """(M, 4) x0 y0 x1 y1 pixels of the original -> of the stored image."""
+        out = scale_boxes(boxes, self.old, self.inner)
+        out[:, [0, 2]] += self.offset[1]
+        out[:, [1, 3]] += self.offset[0]
+        return out
+
+    def spacing(self, spacing: Sequence[float] | None) -> tuple[float, ...] | None:
+        return scale_spacing(spacing, self.old, self.inner)
+
+
+def load_image_2d(path: Path, size: Sequence[int], channels: int, normalize: str, fit: str = "stretch",
+                  source: str | None = None) -> tuple[np.ndarray, tuple[float, ...] | None, Fit]:
+    """Read, convert channels and resize (``fit``: ``stretch`` or ``pad``) one 2D image.
 
     Returns:
-        ``(image (channels, *size) float32, spacing mm after resizing or None, original (H, W))``.
+        ``(image (channels, *size) float32, spacing mm after resizing or None, the Fit used)``.
     """
     from ...io import read_image
 
     array, spacing = read_image(path, normalize=normalize)
     array = match_channels(array, channels, source or path)
-    old = array.shape[1:]
-    return resize_image(array, size), scale_spacing(spacing, old, size), (int(old[0]), int(old[1]))
+    plan = Fit.plan(array.shape[1:], size, fit)
+    return plan.image(array), plan.spacing(spacing), plan
 
 
 def probe_channels(path: Path, normalize: str) -> int:

@@ -22,7 +22,7 @@ import numpy as np
 from ...errors import DataError
 from ..tasks import TaskSpec
 from ._common import (DEFAULT_RATIOS, ImportResult, Sample, canonical_split, check_size, finish, load_image_2d,
-                      probe_channels, scale_boxes, stratified_split)
+                      probe_channels, stratified_split)
 
 __all__ = ["import_coco"]
 
@@ -30,7 +30,7 @@ __all__ = ["import_coco"]
 def import_coco(annotations: str | Path | Mapping[str, str | Path], db: str | Path, task: str, *, modality: str,
                 image_size: Sequence[int], images_root: str | Path | None = None, include_crowd: bool = False,
                 channels: int | None = None, split_ratios: Sequence[float] = DEFAULT_RATIOS, seed: int = 0,
-                normalize: str = "dtype", image_dtype: str = "float16", description: str = "",
+                normalize: str = "dtype", fit: str = "stretch", image_dtype: str = "float16", description: str = "",
                 group: str = "pretrain", progress: bool = False) -> ImportResult:
     """Import COCO-style detection annotations.
 
@@ -43,13 +43,13 @@ def import_coco(annotations: str | Path | Mapping[str, str | Path], db: str | Pa
         image_size: (H, W) of the stored images.
         images_root: folder ``file_name`` is relative to; default the JSON file's folder.
         include_crowd: keep ``iscrowd`` annotations as ordinary boxes.
-        channels, split_ratios, seed, normalize, image_dtype, description, group, progress: as
+        channels, split_ratios, seed, normalize, fit, image_dtype, description, group, progress: as
             in :func:`~medfoundry.data.adapters.import_image_folder`.
 
     Returns:
         An :class:`ImportResult`; its notes count skipped boxes.
     """
-    size = check_size(image_size)
+    size = check_size(image_size, fit=fit)
     files = {None: Path(annotations)} if isinstance(annotations, (str, Path)) else \
         {canonical_split(k): Path(v) for k, v in annotations.items()}
     categories: list[dict[str, Any]] | None = None
@@ -112,7 +112,8 @@ def import_coco(annotations: str | Path | Mapping[str, str | Path], db: str | Pa
 
     def load(i: int) -> Sample:
         r = records[i]
-        image, spacing, old = load_image_2d(r["path"], size, channels, normalize)
+        image, spacing, plan = load_image_2d(r["path"], size, channels, normalize, fit)
+        old = plan.old
         h, w = r["hw"]
         if h is not None and w is not None and (int(h), int(w)) != old:
             raise DataError(f"image {r['name']} is {old[0]}x{old[1]} pixels but the JSON says height={h}, "
@@ -122,7 +123,7 @@ def import_coco(annotations: str | Path | Mapping[str, str | Path], db: str | Pa
         boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, old[0])
         keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         skipped["empty"] += int((~keep).sum())
-        boxes = scale_boxes(boxes[keep], old, size)
+        boxes = plan.boxes(boxes[keep])
         return Sample(image, {"boxes": boxes, "labels": r["labels"][keep]}, spacing, r["name"])
 
     notes: list[str] = []

@@ -38,12 +38,13 @@ def import_csv(csv_path: str | Path, db: str | Path, task: str, *, modality: str
                group_column: str | None = None, images_root: str | Path | None = None,
                uncertain_as: int | None = None, channels: int | None = None,
                split_ratios: Sequence[float] = DEFAULT_RATIOS, seed: int = 0, normalize: str = "dtype",
-               image_dtype: str = "float16", description: str = "", group: str = "pretrain",
+               fit: str = "stretch", image_dtype: str = "float16", description: str = "", group: str = "pretrain",
                progress: bool = False) -> ImportResult:
     """Import a CSV of image paths and labels as a classification or multilabel task.
 
     Args:
-        csv_path: the table (comma-separated, header row).
+        csv_path: the table with a header row; comma, semicolon or tab separated (the most
+            frequent of the three in the header line).
         db: database folder (created if missing; the task is added otherwise).
         task: task name.
         modality: modality group.
@@ -58,19 +59,23 @@ def import_csv(csv_path: str | Path, db: str | Path, task: str, *, modality: str
         group_column: patient/study column; the random split then keeps each group together.
         images_root: folder the paths are relative to; default the CSV's folder.
         uncertain_as: value (0 or 1) given to ``-1`` cells of 0/1 columns; default: error.
-        channels, split_ratios, seed, normalize, image_dtype, description, group, progress: as
+        channels, split_ratios, seed, normalize, fit, image_dtype, description, group, progress: as
             in :func:`~medfoundry.data.adapters.import_image_folder`.
 
     Returns:
         An :class:`ImportResult`.
     """
     csv_path = Path(csv_path)
-    size = check_size(image_size)
+    size = check_size(image_size, fit=fit)
     root = Path(images_root) if images_root is not None else csv_path.parent
     if not csv_path.is_file():
         raise DataError("CSV file does not exist", path=csv_path)
     with open(csv_path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
+        head = fh.readline()
+        fh.seek(0)
+        # Tab- or semicolon-separated exports (spreadsheets in many locales) read the same.
+        delimiter = max((",", ";", "\t"), key=head.count) if head else ","
+        reader = csv.DictReader(fh, delimiter=delimiter)
         header = list(reader.fieldnames or [])
         rows = list(reader)
     if not rows:
@@ -157,7 +162,7 @@ def import_csv(csv_path: str | Path, db: str | Path, task: str, *, modality: str
                     description=description or f"{kind} imported from {csv_path.name}", group=group)
 
     def load(i: int) -> Sample:
-        image, spacing, _ = load_image_2d(paths[i], size, channels, normalize)
+        image, spacing, _ = load_image_2d(paths[i], size, channels, normalize, fit)
         target = int(labels[i]) if kind == "classification" else labels[i].astype(np.float32)
         return Sample(image, target, spacing, str(rows[i][image_column]))
 

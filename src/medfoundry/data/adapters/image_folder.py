@@ -1,5 +1,8 @@
 """Classification from a folder per class: ``root/<class>/*.png``.
 
+Images may sit in sub-folders of a class folder (``root/<class>/<patient>/*.png``); hidden
+files and folders are skipped.
+
 If every sub-folder of ``root`` is a split name (``train``, ``val``/``valid``/``validation``,
 ``test``), the layout ``root/<split>/<class>/*`` is read and those splits are kept; otherwise
 a seeded stratified split is drawn.
@@ -24,7 +27,8 @@ __all__ = ["import_image_folder"]
 def import_image_folder(src: str | Path, db: str | Path, task: str, *, modality: str, image_size: Sequence[int],
                         channels: int | None = None, classes: Sequence[str] | None = None,
                         split_ratios: Sequence[float] = DEFAULT_RATIOS, seed: int = 0, normalize: str = "dtype",
-                        image_dtype: str = "float16", description: str = "", group: str = "pretrain",
+                        fit: str = "stretch", image_dtype: str = "float16", description: str = "",
+                        group: str = "pretrain",
                         progress: bool = False) -> ImportResult:
     """Import ``src/<class>/<image>`` (or ``src/<split>/<class>/<image>``) as a classification task.
 
@@ -40,6 +44,7 @@ def import_image_folder(src: str | Path, db: str | Path, task: str, *, modality:
         split_ratios: train/val/test ratios of the seeded stratified split.
         seed: seed of that split.
         normalize: intensity mode of :func:`medfoundry.io.read_image` (default ``dtype``).
+        fit: ``stretch`` to ``image_size`` or ``pad`` (keep the aspect ratio, letterbox).
         image_dtype: storage dtype (``float16``, ``float32``, ``uint8``).
         description, group: copied into the TaskSpec.
         progress: show a progress bar.
@@ -48,7 +53,7 @@ def import_image_folder(src: str | Path, db: str | Path, task: str, *, modality:
         An :class:`ImportResult` (spec, split sizes, notes).
     """
     src = Path(src)
-    size = check_size(image_size)
+    size = check_size(image_size, fit=fit)
     if not src.is_dir():
         raise DataError("image folder does not exist", path=src)
     subdirs = sorted((p for p in src.iterdir() if p.is_dir() and not p.name.startswith(".")),
@@ -61,7 +66,7 @@ def import_image_folder(src: str | Path, db: str | Path, task: str, *, modality:
     for split, root in roots:
         for class_dir in sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
                                 key=lambda p: natural_key(p.name)):
-            for f in list_files(class_dir, IMAGE_SUFFIXES):
+            for f in list_files(class_dir, IMAGE_SUFFIXES, recursive=True):
                 found.append((f, class_dir.name, split))
     if not found:
         raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in the class folders", path=src)
@@ -86,7 +91,7 @@ def import_image_folder(src: str | Path, db: str | Path, task: str, *, modality:
 
     def load(i: int) -> Sample:
         path = found[i][0]
-        image, spacing, _ = load_image_2d(path, size, channels, normalize)
+        image, spacing, _ = load_image_2d(path, size, channels, normalize, fit)
         return Sample(image, int(labels[i]), spacing, str(path.relative_to(src)))
 
     return finish(db, spec, list(range(len(found))), load, splits, image_dtype, progress)

@@ -53,23 +53,35 @@ def import_medmnist(npz: str | Path, db: str | Path, task: str, *, modality: str
     present = [s for s in _SPLIT_KEYS if f"{s}_images" in keys]
     if not present:
         raise DataError(f"no '<split>_images' arrays (keys: {sorted(keys)}); expected MedMNIST layout", path=npz)
-    images, labels, split_of = [], [], []
+    # Images are loaded one split at a time (npz members cannot be memory-mapped, and the
+    # 224-pixel MedMNIST+ files are large); labels are small and loaded at once.
+    labels, split_of, local = [], [], []
     for s in present:
         if f"{s}_labels" not in keys:
             raise DataError(f"'{s}_images' has no '{s}_labels'", path=npz, field=f"{s}_labels")
-        im, lab = data[f"{s}_images"], data[f"{s}_labels"]
+        lab = data[f"{s}_labels"]
         if lab.ndim == 1:
             lab = lab[:, None]
-        if len(im) != len(lab):
-            raise DataError(f"{len(im)} images but {len(lab)} labels", path=npz, field=f"{s}_labels")
-        images.append(im)
         labels.append(lab)
-        split_of += [s] * len(im)
+        split_of += [s] * len(lab)
+        local += list(range(len(lab)))
     widths = {lab.shape[1] for lab in labels}
     if len(widths) > 1:
         raise DataError(f"label widths differ between splits: {sorted(widths)}", path=npz, field="labels")
     lab_all = np.concatenate(labels).astype(np.int64)
-    img_all = np.concatenate(images)
+    current: dict[str, np.ndarray] = {}
+
+    def split_images(split: str) -> np.ndarray:
+        if split not in current:
+            current.clear()
+            im = data[f"{split}_images"]
+            expected = split_of.count(split)
+            if len(im) != expected:
+                raise DataError(f"{len(im)} images but {expected} labels", path=npz, field=f"{split}_images")
+            current[split] = im
+        return current[split]
+
+    img_first = split_images(present[0])
     kind = kind or ("multilabel" if lab_all.shape[1] > 1 else "classification")
     if kind == "classification":
         if lab_all.shape[1] != 1:
@@ -90,9 +102,9 @@ def import_medmnist(npz: str | Path, db: str | Path, task: str, *, modality: str
                                                                                              "classification" else 1)))
     if kind == "multilabel" and len(names) != k:
         raise DataError(f"{len(names)} class names for {k} label columns", field="classes")
-    rgb = img_all.ndim == 4 and img_all.shape[-1] == 3
-    dims = 3 if (img_all.ndim == 4 and not rgb) else 2
-    native = img_all.shape[1:1 + dims]
+    rgb = img_first.ndim == 4 and img_first.shape[-1] == 3
+    dims = 3 if (img_first.ndim == 4 and not rgb) else 2
+    native = img_first.shape[1:1 + dims]
     size = tuple(int(s) for s in (image_size if image_size is not None else native))
     if len(size) != dims:
         raise DataError(f"image_size needs {dims} entries for these {dims}D images, got {list(size)}",
@@ -102,13 +114,14 @@ def import_medmnist(npz: str | Path, db: str | Path, task: str, *, modality: str
     spec = TaskSpec(task, kind, names, modality, dims, size, channels,
                     description=description or f"{kind} imported from {npz.name}", group=group)
     splits = {s: [i for i, sp in enumerate(split_of) if sp == s] for s in ("train", "val", "test")}
-    scale = 255.0 if img_all.dtype == np.uint8 else 1.0
+    scale = 255.0 if img_first.dtype == np.uint8 else 1.0
+    del img_first
 
     def load(i: int) -> Sample:
-        im = img_all[i].astype(np.float32) / scale
+        im = split_images(split_of[i])[local[i]].astype(np.float32) / scale
         im = np.moveaxis(im, -1, 0) if rgb else im[None]
         im = resize_image(match_channels(im, channels, npz), size)
         target = int(lab_all[i]) if kind == "classification" else lab_all[i].astype(np.float32)
-        return Sample(im, target, None, f"{split_of[i]}[{i}]")
+        return Sample(im, target, None, f"{split_of[i]}[{local[i]}]")
 
     return finish(db, spec, list(range(len(split_of))), load, splits, image_dtype, progress)

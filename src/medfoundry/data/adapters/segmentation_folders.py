@@ -23,7 +23,7 @@ from ...errors import DataError
 from ...io import IMAGE_SUFFIXES, read_image
 from ..tasks import TaskSpec
 from ._common import (DEFAULT_RATIOS, ImportResult, Sample, check_size, finish, list_files, load_image_2d,
-                      probe_channels, resize_mask, stratified_split, strip_suffix)
+                      probe_channels, stratified_split, strip_suffix)
 
 __all__ = ["import_segmentation_folders", "MASK_SUFFIXES", "build_value_map"]
 
@@ -34,7 +34,8 @@ def import_segmentation_folders(images_dir: str | Path, masks_dir: str | Path, d
                                 modality: str, image_size: Sequence[int], classes: Sequence[str] | None = None,
                                 mask_values: Sequence[int] | None = None, mask_suffix: str | None = None,
                                 channels: int | None = None, split_ratios: Sequence[float] = DEFAULT_RATIOS,
-                                seed: int = 0, normalize: str = "dtype", image_dtype: str = "float16",
+                                seed: int = 0, normalize: str = "dtype", fit: str = "stretch",
+                                image_dtype: str = "float16",
                                 description: str = "", group: str = "pretrain",
                                 progress: bool = False) -> ImportResult:
     """Import image/mask pairs as a segmentation task.
@@ -49,7 +50,7 @@ def import_segmentation_folders(images_dir: str | Path, masks_dir: str | Path, d
         classes: class names, index 0 = background; default ``background, class_<value>...``.
         mask_values: raw mask value of each class, in class order (module docstring).
         mask_suffix: suffix of mask stems (default: try the common ones).
-        channels, split_ratios, seed, normalize, image_dtype, description, group, progress: as
+        channels, split_ratios, seed, normalize, fit, image_dtype, description, group, progress: as
             in :func:`~medfoundry.data.adapters.import_image_folder`. The split is stratified
             by the highest class index present in each mask.
 
@@ -57,7 +58,7 @@ def import_segmentation_folders(images_dir: str | Path, masks_dir: str | Path, d
         An :class:`ImportResult`; its notes list masks without an image.
     """
     images_dir, masks_dir = Path(images_dir), Path(masks_dir)
-    size = check_size(image_size)
+    size = check_size(image_size, fit=fit)
     images = list_files(images_dir, IMAGE_SUFFIXES)
     masks = list_files(masks_dir, IMAGE_SUFFIXES)
     if not images:
@@ -84,20 +85,22 @@ def import_segmentation_folders(images_dir: str | Path, masks_dir: str | Path, d
     used = {m for _, m in pairs}
     notes = [f"{len(masks) - len(used)} mask(s) without an image were ignored"] if len(used) < len(masks) else []
 
-    raw_masks = [_read_mask(m) for _, m in pairs]  # masks are small (uint8/uint16 2D); read once
-    values = sorted(set().union(*(np.unique(m).tolist() for m in raw_masks)))
+    # Pass 1 keeps only each mask's set of values (not the masks: 10k large masks would not fit
+    # in memory); pass 2 reads each mask again beside its image.
+    mask_values_found = [set(np.unique(_read_mask(m)).tolist()) for _, m in pairs]
+    values = sorted(set().union(*mask_values_found))
     value_map = build_value_map(values, classes, mask_values, masks_dir)
     if classes is None:
         classes = ["background"] + [f"class_{v}" for v, k in sorted(value_map.items(), key=lambda t: t[1]) if k > 0]
     lut_keys = np.array(sorted(value_map), dtype=np.int64)
     lut_vals = np.array([value_map[v] for v in lut_keys], dtype=np.int64)
     strata = []
-    for (_, mpath), m in zip(pairs, raw_masks):
-        bad = sorted(set(np.unique(m).tolist()) - set(value_map))
+    for (_, mpath), found in zip(pairs, mask_values_found):
+        bad = sorted(found - set(value_map))
         if bad:
             raise DataError(f"mask values {bad[:5]} are not mapped to a class (mapping: {value_map})",
                             path=mpath, field="mask_values")
-        strata.append(int(lut_vals[np.searchsorted(lut_keys, m)].max()))
+        strata.append(max(value_map[v] for v in found))
     splits = stratified_split(np.asarray(strata), split_ratios, seed)
     channels = probe_channels(pairs[0][0], normalize) if channels is None else int(channels)
     spec = TaskSpec(task, "segmentation", tuple(classes), modality, 2, size, channels,
@@ -105,13 +108,13 @@ def import_segmentation_folders(images_dir: str | Path, masks_dir: str | Path, d
 
     def load(i: int) -> Sample:
         img_path, mask_path = pairs[i]
-        image, spacing, old = load_image_2d(img_path, size, channels, normalize)
-        mask = raw_masks[i]
-        if mask.shape != old:
-            raise DataError(f"mask shape {mask.shape} differs from its image's {old} ({img_path.name})",
+        image, spacing, plan = load_image_2d(img_path, size, channels, normalize, fit)
+        mask = _read_mask(mask_path)
+        if mask.shape != plan.old:
+            raise DataError(f"mask shape {mask.shape} differs from its image's {plan.old} ({img_path.name})",
                             path=mask_path, field="masks")
         mask = lut_vals[np.searchsorted(lut_keys, mask)].astype(np.uint8)
-        return Sample(image, resize_mask(mask, size), spacing, img_path.name)
+        return Sample(image, plan.mask(mask), spacing, img_path.name)
 
     return finish(db, spec, list(range(len(pairs))), load, splits, image_dtype, progress, notes)
 

@@ -25,6 +25,9 @@ Intensity, per volume and channel (never per slice, so slices of one scan stay c
 * ``minmax``: the volume's range to [0, 1];
 * ``auto``: ``ct`` if the volume goes below -500 (HU air), else ``mr``.
 
+With a three-entry ``image_size`` (D, H, W) each case is stored whole as one sample of a
+``spatial_dims=3`` task instead (depth along ``axis``), for 3D encoders.
+
 Splits are drawn per case (or per patient with ``group_pattern``), stratified by the highest
 class present, so slices of one patient never land in two splits. Each sample records its
 in-plane spacing (mm, after resizing) and its source ``case:axis=a:slice=k``.
@@ -43,7 +46,7 @@ import numpy as np
 from ...errors import DataError
 from ...io import VOLUME_SUFFIXES, file_suffix, read_volume
 from ..tasks import TaskSpec
-from ._common import (DEFAULT_RATIOS, ImportResult, Sample, check_size, finish, grouped_split, natural_key,
+from ._common import (DEFAULT_RATIOS, Fit, ImportResult, Sample, check_size, finish, grouped_split, natural_key,
                       resize_image, resize_mask, scale_spacing, strip_suffix)
 from .segmentation_folders import MASK_SUFFIXES, build_value_map
 
@@ -65,7 +68,8 @@ def import_volumes(images: str | Path, labels: str | Path, db: str | Path, task:
                    keep: str = "foreground", background_fraction: float = 0.0, min_foreground: int = 1,
                    intensity: str = "auto", window: Sequence[float] = (40.0, 400.0),
                    percentiles: Sequence[float] = (0.5, 99.5), group_pattern: str | None = None,
-                   modality: str = "tomographic", split_ratios: Sequence[float] = DEFAULT_RATIOS, seed: int = 0,
+                   modality: str = "tomographic", fit: str = "stretch",
+                   split_ratios: Sequence[float] = DEFAULT_RATIOS, seed: int = 0,
                    image_dtype: str = "float16", description: str = "", group: str = "pretrain",
                    progress: bool = False) -> ImportResult:
     """Slice image volumes and their label volumes into a 2D segmentation task.
@@ -75,7 +79,10 @@ def import_volumes(images: str | Path, labels: str | Path, db: str | Path, task:
         labels: folder of label volumes with matching stems.
         db: database folder (created if missing; the task is added otherwise).
         task: task name.
-        image_size: (H, W) of the stored slices (images linear, labels nearest).
+        image_size: (H, W) of the stored slices (images linear, labels nearest), or
+            (D, H, W) to store whole volumes as a ``spatial_dims=3`` task: one sample per case,
+            depth along ``axis``, then the other two axes in on-disk order (``keep`` and
+            ``background_fraction`` do not apply).
         classes: class names, index 0 = background; default ``background, class_<value>...``.
         label_values: raw label value of each class in class order (as ``mask_values`` of
             :func:`~medfoundry.data.adapters.import_segmentation_folders`).
@@ -88,13 +95,16 @@ def import_volumes(images: str | Path, labels: str | Path, db: str | Path, task:
         percentiles: MR (lower, upper) percentiles of the non-zero voxels.
         group_pattern: regex whose first group extracts the patient id from the case name;
             cases of one patient then share a split.
-        modality, split_ratios, seed, image_dtype, description, group, progress: as in
+        modality, fit, split_ratios, seed, image_dtype, description, group, progress: as in
             :func:`~medfoundry.data.adapters.import_image_folder`.
 
     Returns:
         An :class:`ImportResult`.
     """
-    size = check_size(image_size)
+    volumetric = len(image_size) == 3
+    size = check_size(image_size, dims=3 if volumetric else 2, fit=fit)
+    if volumetric and fit != "stretch":
+        raise DataError("fit='pad' is for 2D slices; 3D volumes are resized with 'stretch'", field="fit")
     if axis not in (0, 1, 2):
         raise DataError(f"axis must be 0, 1 or 2, got {axis}", field="axis")
     if keep not in ("foreground", "all"):
@@ -106,46 +116,52 @@ def import_volumes(images: str | Path, labels: str | Path, db: str | Path, task:
                         field="background_fraction")
     cases = _find_cases(Path(images), Path(labels))
 
-    # Pass 1: labels only (small integer volumes) to choose the slices and the class map.
-    label_vols = {}
+    # Pass 1: labels only, one at a time (a large CT collection does not fit in memory), to
+    # choose the slices and the class map; pass 2 reads each case's image and label again.
+    background = int(label_values[0]) if label_values is not None else 0
     values: set[int] = set()
+    case_values: list[set[int]] = []
+    fg_per_case: list[np.ndarray] = []
     for case in cases:
-        lab = read_volume(case.label, dtype=np.int64).array
-        if lab.ndim != 3:
-            raise DataError(f"label volume must be 3D, got shape {lab.shape}", path=case.label, field="labels")
-        if lab.min() < 0:
-            raise DataError("label volume holds negative values", path=case.label, field="labels")
-        label_vols[case.name] = lab
-        values.update(np.unique(lab).tolist())
+        lab = _read_label(case)
+        uniq = set(np.unique(lab).tolist())
+        values |= uniq
+        case_values.append(uniq)
+        fg_per_case.append(np.count_nonzero(lab != background, axis=tuple(a for a in range(3) if a != axis)))
+        del lab
     value_map = build_value_map(sorted(values), classes, label_values, Path(labels))
     bad = sorted(values - set(value_map))
     if bad:
         raise DataError(f"label values {bad[:5]} are not mapped to a class (mapping: {value_map})",
                         path=labels, field="label_values")
+    if value_map.get(background, 0) != 0:
+        raise DataError(f"label value {background} must map to class 0 (background)", field="label_values")
     if classes is None:
         classes = ["background"] + [f"class_{v}" for v, k in sorted(value_map.items(), key=lambda t: t[1]) if k > 0]
     lut = np.zeros(max(value_map) + 1, dtype=np.uint8)
     for v, k in value_map.items():
         lut[v] = k
 
-    records: list[tuple[int, int]] = []  # (case index, slice index)
+    records: list[tuple[int, int]] = []  # (case index, slice index or -1 = whole volume), ordered by case
     strata, group_of = [], []
     for c, case in enumerate(cases):
-        lab = lut[label_vols[case.name]]
-        label_vols[case.name] = lab
-        fg_counts = np.count_nonzero(lab, axis=tuple(a for a in range(3) if a != axis))
-        slices = np.arange(lab.shape[axis])
+        if volumetric:
+            records.append((c, -1))
+            strata.append(max(value_map[v] for v in case_values[c]))
+            group_of.append(_patient(case.name, group_pattern))
+            continue
+        fg_counts = fg_per_case[c]
+        slices = np.arange(len(fg_counts))
         if keep == "foreground":
             fg = slices[fg_counts >= min_foreground]
             bg = slices[fg_counts < min_foreground]
             rng = np.random.default_rng([seed, zlib.crc32(case.name.encode())])
             n_bg = int(np.floor(background_fraction * len(bg) + 0.5))
             slices = np.sort(np.concatenate([fg, rng.choice(bg, size=n_bg, replace=False)])).astype(int)
+        case_stratum = max(value_map[v] for v in case_values[c])
         for k in slices:
             records.append((c, int(k)))
-        strata_value = int(lab.max())
-        for _ in slices:
-            strata.append(strata_value)
+            strata.append(case_stratum)
             group_of.append(_patient(case.name, group_pattern))
     if not records:
         raise DataError(f"no slice kept: no label volume has {min_foreground}+ foreground pixels on any slice "
@@ -155,27 +171,39 @@ def import_volumes(images: str | Path, labels: str | Path, db: str | Path, task:
     first_case = cases[records[0][0]]
     pending = {first_case.name: _read_case_image(first_case)}  # read once: gives the channel count
     channels = pending[first_case.name].array.shape[3]
-    spec = TaskSpec(task, "segmentation", tuple(classes), modality, 2, size, channels,
-                    description=description or f"slices (axis {axis}) of volumes from {Path(images).name}",
+    what = f"volumes (depth = axis {axis})" if volumetric else f"slices (axis {axis}) of volumes"
+    spec = TaskSpec(task, "segmentation", tuple(classes), modality, 3 if volumetric else 2, size, channels,
+                    description=description or f"{what} from {Path(images).name}",
                     group=group, extra={"slice_axis": axis, "intensity": intensity})
-    cache: dict[str, tuple[np.ndarray, tuple[float, float]]] = {}
+    cache: dict[str, tuple[np.ndarray, np.ndarray, tuple[float, float]]] = {}
+    cache_spacing: dict[str, tuple[float, float, float]] = {}
 
     def load(r: tuple[int, int]) -> Sample:
         case = cases[r[0]]
         if case.name not in cache:
             cache.clear()  # one case in memory at a time; records are ordered by case
             vol = pending.pop(case.name) if case.name in pending else _read_case_image(case)
-            if vol.array.shape[:3] != label_vols[case.name].shape:
-                raise DataError(f"image shape {vol.array.shape[:3]} differs from the label's "
-                                f"{label_vols[case.name].shape}", path=case.label, field="labels")
+            lab = lut[_read_label(case)]
+            if vol.array.shape[:3] != lab.shape:
+                raise DataError(f"image shape {vol.array.shape[:3]} differs from the label's {lab.shape}",
+                                path=case.label, field="labels")
             arr = np.stack([normalize_volume(vol.array[..., ch], intensity, window, percentiles)
                             for ch in range(vol.array.shape[3])], axis=0)  # (C, H, W, D)
-            cache[case.name] = (arr, tuple(s for a, s in enumerate(vol.spacing) if a != axis))
-        arr, inplane = cache[case.name]
+            cache[case.name] = (arr, lab, tuple(s for a, s in enumerate(vol.spacing) if a != axis))
+            cache_spacing.clear()
+            cache_spacing[case.name] = vol.spacing
+        arr, lab, inplane = cache[case.name]
+        if r[1] < 0:  # whole volume: depth = the slicing axis, then the other two in on-disk order
+            vol_spacing = cache_spacing[case.name]
+            image = np.moveaxis(arr, axis + 1, 1)
+            mask = np.moveaxis(lab, axis, 0)
+            spacing = tuple(vol_spacing[a] for a in [axis] + [b for b in range(3) if b != axis])
+            return Sample(resize_image(image, size), resize_mask(mask, size),
+                          scale_spacing(spacing, image.shape[1:], size), f"{case.name}:axis={axis}")
         image = np.take(arr, r[1], axis=axis + 1)
-        mask = np.take(label_vols[case.name], r[1], axis=axis)
-        old = image.shape[1:]
-        return Sample(resize_image(image, size), resize_mask(mask, size), scale_spacing(inplane, old, size),
+        mask = np.take(lab, r[1], axis=axis)
+        plan = Fit.plan(image.shape[1:], size, fit)
+        return Sample(plan.image(image), plan.mask(mask), plan.spacing(inplane),
                       f"{case.name}:axis={axis}:slice={r[1]}")
 
     return finish(db, spec, records, load, splits, image_dtype, progress)
@@ -256,6 +284,15 @@ def _find_cases(images: Path, labels: Path) -> list[_Case]:
     if len(counts) > 1:
         raise DataError(f"cases have different numbers of channel files {sorted(counts)}", path=images)
     return cases
+
+
+def _read_label(case: _Case) -> np.ndarray:
+    lab = read_volume(case.label, dtype=np.int64).array
+    if lab.ndim != 3:
+        raise DataError(f"label volume must be 3D, got shape {lab.shape}", path=case.label, field="labels")
+    if lab.size and lab.min() < 0:
+        raise DataError("label volume holds negative values", path=case.label, field="labels")
+    return lab
 
 
 class _CaseImage:

@@ -79,14 +79,16 @@ def irregular_blob(shape: tuple[int, int], center: tuple[float, float], radii: t
     window = (slice(r0, max(r0, r1)), slice(c0, max(c0, c1)))
     if r1 <= r0 or c1 <= c0:
         return Blob(window, np.zeros((max(0, r1 - r0), max(0, c1 - c0)), np.float32))
-    yy, xx = np.mgrid[r0:r1, c0:c1].astype(np.float32)
-    dy, dx = yy - center[0], xx - center[1]
+    dy = np.arange(r0, r1, dtype=np.float64)[:, None] - center[0]
+    dx = np.arange(c0, c1, dtype=np.float64)[None, :] - center[1]
     ca, sa = np.cos(angle), np.sin(angle)
     u = (ca * dx + sa * dy) / radii[0]
     v = (-sa * dx + ca * dy) / radii[1]
-    rho = np.sqrt(u * u + v * v)
-    phi = np.arctan2(v, u)
-    boundary = 1.0 + np.sum(amps[:, None, None] * np.cos(ks[:, None, None] * phi + phases[:, None, None]), axis=0)
+    z = u + 1j * v
+    rho = np.abs(z)
+    # Re(e^{i k phi} e^{i phase_k}) = cos(k phi + phase_k), with e^{i phi} = z / |z|.
+    unit = z / np.maximum(rho, 1e-9)
+    boundary = 1.0 + np.real(np.polynomial.polynomial.polyval(unit, np.r_[0, 0, amps * np.exp(1j * phases)]))
     # (boundary - rho) is in units of the radius; times the mean radius gives ~pixels.
     scale = 0.5 * (radii[0] + radii[1])
     soft = np.clip((boundary - rho) * scale / edge + 0.5, 0.0, 1.0).astype(np.float32)

@@ -183,5 +183,9 @@ def render_brain_slice(rng: np.random.Generator, size: int, lesions: list[tuple[
     # Rician noise: magnitude of a complex signal with Gaussian noise on both channels.
     image = np.sqrt((image + sigma * rng.standard_normal(image.shape)) ** 2
                     + (sigma * rng.standard_normal(image.shape)) ** 2)
-    image = np.clip(image / max(float(np.percentile(image, 99.8)), 1e-6), 0.0, 1.0).astype(np.float32)
+    # Scale the mean inside the head to a random level drawn independently of the lesions (an
+    # intensity normalisation most MRI pipelines apply), so global brightness carries no label.
+    head = tissue > 0
+    level = float(np.mean(image[head])) if head.any() else float(np.mean(image))
+    image = np.clip(image * (rng.uniform(0.36, 0.44) / max(level, 1e-6)), 0.0, 1.0).astype(np.float32)
     return BrainSlice(image, tissue, instances, types, areas, plane, pos)

@@ -105,7 +105,7 @@ def _write_task(writer: DatabaseWriter, task: SyntheticTask, n: int, size: int, 
     tw = writer.add_task(task.spec(size), n=n, image_dtype=task.image_dtype)
     strata = np.zeros(n, np.int64)
     for i in range(n):
-        image, target, stratum = task.sample(sample_rng(seed, task.name, i), i, size)
+        image, target, stratum, _ = task.sample(sample_rng(seed, task.name, i), i, size)
         tw.set_sample(i, image, target)
         strata[i] = stratum
         if bar is not None:

@@ -1,8 +1,10 @@
 """The task catalogue of the embedded default database: what each task shows and its label.
 
-Every task is a ``sample(rng, index, size) -> (image, target, stratum)`` function over one of
-the scene renderers (``brain``, ``cells``, ``chest``, ``fundus``). The ``stratum`` is only
-used to split 60/20/20 per stratum, so every split keeps the class (or object-count) mix.
+Every task is a ``sample(rng, index, size) -> (image, target, stratum, facts)`` function over
+one of the scene renderers (``brain``, ``cells``, ``chest``, ``fundus``). The ``stratum`` is
+only used to split 60/20/20 per stratum, so every split keeps the class (or object-count)
+mix. ``facts`` are ground-truth scene quantities (lesion area, nucleus areas, ...) that are not
+stored; tests use them to check that a label follows from the concept it is meant to test.
 
 Classification labels cycle with the sample index (``index % num_classes``), so every
 class holds the same number of samples whatever the database size.
@@ -11,7 +13,8 @@ class holds the same number of samples whatever the database size.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from itertools import chain
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -21,7 +24,7 @@ from ._common import boxes_from_instances
 
 __all__ = ["SyntheticTask", "CATALOG", "LESION_SIZE_BOUNDS_MM2"]
 
-Sample = tuple[np.ndarray, Any, int]
+Sample = tuple[np.ndarray, Any, int, dict[str, Any]]
 
 # Lesion-size classes of the downstream task, by measured in-slice lesion area (mm^2).
 # The gap between them keeps the label unambiguous at either resolution.
@@ -65,19 +68,19 @@ def _lesion_count(rng: np.random.Generator) -> int:
 
 def _mri_tissue(rng, index, size) -> Sample:
     s = brain.render_brain_slice(rng, size)
-    return s.image[None], s.tissue, int(s.plane == "axial")
+    return s.image[None], s.tissue, int(s.plane == "axial"), {}
 
 
 def _mri_lesion_seg(rng, index, size) -> Sample:
     s = brain.render_brain_slice(rng, size, _lesions(rng, _lesion_count(rng)))
-    return s.image[None], (s.lesions > 0).astype(np.uint8), min(len(s.lesion_types), 2)
+    return s.image[None], (s.lesions > 0).astype(np.uint8), min(len(s.lesion_types), 2), {}
 
 
 def _mri_lesion_det(rng, index, size) -> Sample:
     s = brain.render_brain_slice(rng, size, _lesions(rng, _lesion_count(rng)))
     types = {k + 1: t for k, t in enumerate(s.lesion_types)}
     boxes, labels, _ = boxes_from_instances(s.lesions, types)
-    return s.image[None], {"boxes": boxes, "labels": labels}, min(len(boxes), 2)
+    return s.image[None], {"boxes": boxes, "labels": labels}, min(len(boxes), 2), {"instances": s.lesions}
 
 
 def _mri_lesion_type(rng, index, size) -> Sample:
@@ -86,33 +89,34 @@ def _mri_lesion_type(rng, index, size) -> Sample:
         wanted = [] if label == 0 else _lesions(rng, int(rng.integers(1, 3)), types=(label - 1,))
         s = brain.render_brain_slice(rng, size, wanted)
         if label == 0 or s.lesion_types:
-            return s.image[None], label, label
+            return s.image[None], label, label, {}
     raise RuntimeError(f"mri_lesion_type: no room for a lesion in sample {index}")  # pragma: no cover
 
 
 def _mri_lesion_size(rng, index, size) -> Sample:
     label = index % 3
     if label == 0:
-        return brain.render_brain_slice(rng, size).image[None], 0, 0
+        return brain.render_brain_slice(rng, size).image[None], 0, 0, {"lesion_area_mm2": 0.0}
     lo, hi = LESION_SIZE_BOUNDS_MM2["small" if label == 1 else "large"]
     diameters = (10.0, 15.0) if label == 1 else (25.0, 36.0)
     for _ in range(40):
         s = brain.render_brain_slice(rng, size, _lesions(rng, 1, diameter_mm=diameters))
         if s.lesion_area_mm2 and lo <= s.lesion_area_mm2[0] <= hi:
-            return s.image[None], label, label
+            return s.image[None], label, label, {"lesion_area_mm2": s.lesion_area_mm2[0]}
     raise RuntimeError(f"mri_lesion_size: could not draw a lesion of the requested size ({index})")  # pragma: no cover
 
 
 # ------------------------------------------------------------------------------ microscopy
-def _fluo_specs(rng: np.random.Generator, n_mitotic: int, n: int = 90) -> list[cells.NucleusSpec]:
-    return ([cells.nucleus("mitotic", rng) for _ in range(n_mitotic)]
-            + [cells.nucleus("interphase", rng) for _ in range(n)])
+def _fluo_specs(rng: np.random.Generator, n_mitotic: int, n: int = 90) -> Iterator[cells.NucleusSpec]:
+    # Lazy: the renderer stops drawing nuclei once the coverage target is met.
+    return chain((cells.nucleus("mitotic", rng) for _ in range(n_mitotic)),
+                 (cells.nucleus("interphase", rng) for _ in range(n)))
 
 
 def _fluo_seg(rng, index, size) -> Sample:
     coverage = rng.uniform(0.05, 0.45)
     f = cells.render_fluorescence(rng, size, _fluo_specs(rng, int(rng.poisson(0.7))), coverage=coverage)
-    return f.image, (f.instances > 0).astype(np.uint8), int(coverage > 0.25)
+    return f.image, (f.instances > 0).astype(np.uint8), int(coverage > 0.25), {}
 
 
 def _fluo_det(rng, index, size) -> Sample:
@@ -121,7 +125,18 @@ def _fluo_det(rng, index, size) -> Sample:
     f = cells.render_fluorescence(rng, size, _fluo_specs(rng, n_mit), coverage=rng.uniform(0.05, 0.35))
     kinds = {k + 1: t for k, t in enumerate(f.kinds)}
     boxes, labels, _ = boxes_from_instances(f.instances, kinds)
-    return f.image, {"boxes": boxes, "labels": labels}, int((labels == 1).any())
+    return f.image, {"boxes": boxes, "labels": labels}, int((labels == 1).any()), {"instances": f.instances}
+
+
+def _endless(rng: np.random.Generator, kind: str, limit: int = 400) -> Iterator[cells.NucleusSpec]:
+    for _ in range(limit):  # the coverage target stops it long before the limit
+        yield cells.nucleus(kind, rng, "stain")
+
+
+def _with_dab(specs: Iterable[cells.NucleusSpec], fraction: float,
+              rng: np.random.Generator) -> Iterator[cells.NucleusSpec]:
+    for s in specs:
+        yield replace(s, dab=float(rng.uniform(0.5, 1.0))) if fraction > 0 and rng.random() < fraction else s
 
 
 _STAIN_SEG_CLASS = {0: 1, 3: 1, 4: 1, 1: 2, 2: 3}  # epithelial/mitotic/atypical -> 1, lymphocyte 2, spindle 3
@@ -131,17 +146,15 @@ def _stain_seg(rng, index, size) -> Sample:
     stain = "he" if index % 2 == 0 else "ihc"
     specs = ([cells.nucleus("lymphocyte", rng, "stain") for _ in range(int(rng.integers(0, 10)))]
              + [cells.nucleus("spindle", rng, "stain") for _ in range(int(rng.integers(0, 6)))]
-             + [cells.nucleus("epithelial", rng, "stain") for _ in range(60)])
-    order = rng.permutation(len(specs))
-    specs = [specs[j] for j in order]
-    if stain == "ihc":
-        frac = rng.uniform(0.0, 0.6)
-        specs = [replace(s, dab=float(rng.uniform(0.5, 1.0))) if rng.random() < frac else s for s in specs]
-    f = cells.render_stain(rng, size, specs, stain=stain, coverage=rng.uniform(0.1, 0.35))
+             + [cells.nucleus("epithelial", rng, "stain") for _ in range(10)])
+    specs = [specs[j] for j in rng.permutation(len(specs))]
+    frac = rng.uniform(0.0, 0.6) if stain == "ihc" else 0.0
+    f = cells.render_stain(rng, size, _with_dab(chain(specs, _endless(rng, "epithelial")), frac, rng),
+                           stain=stain, coverage=rng.uniform(0.1, 0.35))
     lut = np.zeros(len(f.kinds) + 1, np.uint8)
     for k, t in enumerate(f.kinds):
         lut[k + 1] = _STAIN_SEG_CLASS[t]
-    return f.image, lut[f.instances], index % 2
+    return f.image, lut[f.instances], index % 2, {}
 
 
 def _stain_multilabel(rng, index, size) -> Sample:
@@ -154,26 +167,25 @@ def _stain_multilabel(rng, index, size) -> Sample:
         specs += [cells.nucleus("lymphocyte", rng, "stain") for _ in range(int(rng.integers(4, 11)))]
     if want[2]:
         specs += [cells.nucleus("spindle", rng, "stain") for _ in range(int(rng.integers(3, 7)))]
-    specs += [cells.nucleus("epithelial", rng, "stain") for _ in range(60)]
-    dab = stain == "ihc" and rng.random() < 0.6
-    if dab:
-        frac = rng.uniform(0.25, 0.7)
-        specs = [replace(s, dab=float(rng.uniform(0.5, 1.0))) if rng.random() < frac else s for s in specs]
-    f = cells.render_stain(rng, size, specs, stain=stain, coverage=rng.uniform(0.12, 0.35))
+    frac = rng.uniform(0.25, 0.7) if stain == "ihc" and rng.random() < 0.6 else 0.0
+    f = cells.render_stain(rng, size, _with_dab(chain(specs, _endless(rng, "epithelial")), frac, rng),
+                           stain=stain, coverage=rng.uniform(0.12, 0.35))
     kinds = np.asarray(f.kinds)
     target = np.array([(kinds == 3).any(), (kinds == 1).sum() >= 3, (kinds == 2).any(), any(f.dab_positive)],
                       dtype=np.uint8)
-    return f.image, target, int(target[0])
+    return f.image, target, int(target[0]), {}
 
 
 def _stain_atypia(rng, index, size) -> Sample:
     label = index % 2
     kind = "atypical" if label else "epithelial"
-    specs = ([cells.nucleus("lymphocyte", rng, "stain") for _ in range(int(rng.integers(0, 5)))]
-             + [cells.nucleus(kind, rng, "stain") for _ in range(150)])
+    specs = chain([cells.nucleus("lymphocyte", rng, "stain") for _ in range(int(rng.integers(0, 5)))],
+                  _endless(rng, kind))
     # Same coverage distribution for both classes: the label must not show in mean colour.
     f = cells.render_stain(rng, size, specs, stain="he", coverage=rng.uniform(0.15, 0.35))
-    return f.image, label, label
+    areas = np.asarray(f.areas_px, float)[np.asarray(f.kinds) == cells.STAIN_TYPES.index(kind)]
+    return f.image, label, label, {"median_nucleus_area_px": float(np.median(areas)) if len(areas) else 0.0,
+                                   "coverage": float((f.instances > 0).mean())}
 
 
 # ------------------------------------------------------------------------------ x-ray
@@ -188,27 +200,28 @@ def _xray_finding(rng, index, size) -> Sample:
                                opacity=label == 2)
         if (label == 0 or (label == 1 and r.nodule_diameters_mm)
                 or (label == 2 and r.opacity is not None and r.opacity.any())):
-            return r.image[None], label, label
+            return r.image[None], label, label, {}
     raise RuntimeError(f"xray_finding_cls: could not place the finding in sample {index}")  # pragma: no cover
 
 
 def _xray_lung_seg(rng, index, size) -> Sample:
     n = int(rng.random() < 0.3) * int(rng.integers(1, 3))
     r = chest.render_chest(rng, size, _nodule_diameters(rng, n), opacity=bool(rng.random() < 0.3))
-    return r.image[None], r.anatomy, 0
+    return r.image[None], r.anatomy, 0, {}
 
 
 def _xray_nodule_det(rng, index, size) -> Sample:
     n = int(rng.choice(4, p=[0.3, 0.35, 0.2, 0.15]))
     r = chest.render_chest(rng, size, _nodule_diameters(rng, n), opacity=bool(rng.random() < 0.2))
     boxes, labels, _ = boxes_from_instances(r.nodules)
-    return r.image[None], {"boxes": boxes, "labels": labels}, min(len(boxes), 2)
+    return r.image[None], {"boxes": boxes, "labels": labels}, min(len(boxes), 2), {"instances": r.nodules}
 
 
 # ------------------------------------------------------------------------------ other (OOD)
 def _fundus_lesion(rng, index, size) -> Sample:
     label = index % 3
-    return fundus.render_fundus(rng, size, label).image, label, label
+    f = fundus.render_fundus(rng, size, label)
+    return f.image, label, label, {"haemorrhage_px": float((f.lesion == 1).sum()), "exudate_px": float((f.lesion == 2).sum())}
 
 
 _T, _M, _X, _O = Modality.TOMOGRAPHIC, Modality.MICROSCOPIC, Modality.XRAY, Modality.OTHER
