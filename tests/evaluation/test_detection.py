@@ -71,3 +71,14 @@ def test_classes_without_gt_skipped_missing_predictions_zero():
     assert m["map50"] == pytest.approx((5 / 6 + 0.0) / 2)
     assert math.isnan(m["ap50/2"])
     assert math.isnan(detection_metrics([_pred([], [], [])], [_gt([], [])], 1)["map50"])
+
+
+def test_box_iou_3d_and_shape_errors():
+    # unit cube vs cube shifted by 0.5 in x: overlap 0.5, union 1.5 -> 1/3
+    iou = box_iou([[0, 0, 0, 1, 1, 1]], [[0.5, 0, 0, 1.5, 1, 1]])
+    assert iou[0, 0] == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="coordinates"):
+        box_iou([[0, 0, 1]], [[0, 0, 1]])
+    # empty predictions of a 3D task
+    m = detection_metrics([_pred(np.zeros((0, 6)), [], [])], [_gt([[0, 0, 0, 2, 2, 2]], [0])], 1)
+    assert m["map50"] == 0.0

@@ -35,3 +35,16 @@ def test_show_checkpoint(toy_db, tmp_path):
     assert info["parameters"]["head/toy_seg"] > 0
     result = CliRunner().invoke(app, ["show", str(tmp_path / "none")])
     assert isinstance(result.exception, CheckpointError)
+
+
+def test_show_encoder_only_checkpoint(tmp_path):
+    from medfoundry.models import EncoderWithAdapters
+
+    trunk = EncoderWithAdapters("convnext_small")
+    trunk.ensure_adapter("x-ray", 1)
+    trunk.save_pretrained(tmp_path / "enc")
+    result = CliRunner().invoke(app, ["show", str(tmp_path / "enc"), "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert info["config"]["tasks"] == [] and [a["key"] for a in info["config"]["adapters"]] == ["x-ray:1"]
+    assert info["parameters"]["encoder"] == sum(p.numel() for p in trunk.encoder.parameters())

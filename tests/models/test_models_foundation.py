@@ -234,6 +234,12 @@ def test_load_encoder_state_plain_weights(tmp_path, suffix):
         assert loaded.embed(torch.rand(2, 1, 32, 32), "x-ray").shape == (2, 256)
     with pytest.raises(CheckpointError, match="spatial_dims=3"):
         load_encoder_state(path, "convnext_small", spatial_dims=3)
+    # the encoder part of a full checkpoint's weights file
+    full = FoundationModel(trunk, [TaskSpec("c", "classification", ("a", "b"), "x-ray", 2, (32, 32), 1)])
+    full.save_pretrained(tmp_path / "full")
+    part = load_encoder_state(tmp_path / "full" / "model.safetensors", "convnext_small")
+    with torch.no_grad():
+        assert torch.equal(part.encoder(x)[-1], trunk.encoder(x)[-1])
     with pytest.raises(CheckpointError, match="do not match"):
         load_encoder_state(path, "resnet_small")
 
@@ -368,3 +374,25 @@ def test_anisotropic_3d_model_round_trip(tmp_path):
     loaded = FoundationModel.from_pretrained(model.save_pretrained(tmp_path / "m")).eval()
     with torch.no_grad():
         assert torch.equal(loaded(x, "d3")["heatmap"], out["heatmap"])
+
+
+def test_full_resolution_decoder(toy_db, batches, tmp_path):
+    torch.manual_seed(0)
+    model = FoundationModel("convnext_small", tasks=[toy_db.task("toy_seg"), toy_db.task("toy_det")],
+                            decoder_channels=16, decoder_full_resolution=True)
+    assert model.decoder.reduction == 1 and model.heads["toy_det"].stride_per_axis == (1, 1)
+    b = batches["toy_seg"]
+    out = model(b["image"], "toy_seg")
+    assert out.shape == (6, 2, 32, 32)
+    model.loss(out, b["target"], "toy_seg").backward()
+    assert all(p.grad is not None for p in model.decoder.full.parameters())
+    det = model(batches["toy_det"]["image"], "toy_det")
+    assert det["heatmap"].shape == (6, 1, 32, 32)
+    assert 0.5 < model.loss(det, batches["toy_det"]["target"], "toy_det").item() < 1.5
+    model.eval()
+    loaded = FoundationModel.from_pretrained(model.save_pretrained(tmp_path / "full")).eval()
+    assert loaded.decoder.needs_skip
+    with torch.no_grad():
+        assert torch.equal(loaded(b["image"], "toy_seg"), model(b["image"], "toy_seg"))
+    with pytest.raises(ValueError, match="skip"):
+        model.decoder(model.features(b["image"], "tomographic"))

@@ -35,6 +35,8 @@ def test_create_head_dispatches_on_kind():
         "balanced_accuracy", "auroc", "dice", "map50"]
     with pytest.raises(ConfigError, match="classification"):
         SegmentationHead(CLS, ENC, 16)
+    with pytest.raises(ConfigError, match="score_treshold"):
+        create_head(DET, ENC, 16, score_treshold=0.3)
 
 
 def test_classification_loss_hand_values():

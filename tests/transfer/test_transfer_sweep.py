@@ -159,3 +159,20 @@ def test_single_task_baseline_is_pretrained_once(toy_db, tmp_path):
     run_sweep(toy_db.root, ["single:toy_cls"], tmp_path, tasks=["toy_multilabel"], modes=("frozen",),
               baseline=False, fail_fast=True, **cfg)
     assert (model_dir / "model.safetensors").stat().st_mtime_ns == stamp  # reused, not retrained
+
+
+def test_extract_features_shapes(toy_db):
+    from medfoundry.transfer import TaskData, build_model, extract_features
+
+    cfg = TransferConfig()
+    cls = TaskData(toy_db, "toy_cls")
+    model = build_model(parse_encoder("random"), cls.spec, cfg, seed=0)
+    last = extract_features(model, cls, 10, torch.device("cpu"))
+    multi = extract_features(model, cls, 10, torch.device("cpu"), multiscale=True)
+    assert last.shape == (24, model.trunk.embed_dim)
+    assert multi.shape == (24, model.trunk.embed_dim_multiscale)
+    # the last stage's pooled features are the tail of the multi-scale vector
+    assert torch.allclose(multi[:, -model.trunk.embed_dim:], last, atol=1e-5)
+    seg = TaskData(toy_db, "toy_seg")
+    maps = extract_features(build_model(parse_encoder("random"), seg.spec, cfg, seed=0), seg, 10, torch.device("cpu"))
+    assert [m.shape[0] for m in maps] == [24] * len(maps) and maps[0].shape[2:] == (8, 8)  # 32 px / reduction 4

@@ -108,12 +108,13 @@ def make_dataset_cmd(
     test_pairs: Annotated[int, typer.Option("--test-pairs", help="Number of test pairs.")] = 0,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same bytes).")] = 0,
     magnitude: Annotated[float, typer.Option("--magnitude-mm", help="Largest displacement per axis of the true fields (mm).")] = 15.0,
+    split_hemispheres: Annotated[bool, typer.Option("--split-hemispheres/--no-split-hemispheres", help="Labels 1-3 left and 4-6 right, or CSF/GM/WM 1-3 only.")] = True,
 ) -> None:
     """Write a Learn2Reg-layout dataset from the MNI152 template with known deformations."""
     from ..registration.synthetic import make_dataset
 
     path = make_dataset(out, resolution=resolution, pairs=pairs, seed=seed, test_pairs=test_pairs,
-                        progress=True, magnitude_mm=magnitude)
+                        progress=True, magnitude_mm=magnitude, split_hemispheres=split_hemispheres)
     _console.print(f"dataset: {path} ({pairs} val + {test_pairs} test pairs); true fields in {path / 'ground_truth'}")
 
 

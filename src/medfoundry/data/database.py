@@ -35,11 +35,11 @@ from ..errors import DataError
 from ..utils import atomic_write_text
 from .tasks import SPLITS, TaskKind, TaskSpec
 
-__all__ = ["FORMAT_VERSION", "MultiTaskDatabase", "DatabaseWriter", "TaskWriter", "MANIFEST"]
+__all__ = ["FORMAT_VERSION", "IMAGE_DTYPES", "MultiTaskDatabase", "DatabaseWriter", "TaskWriter", "MANIFEST"]
 
 FORMAT_VERSION = 1
 MANIFEST = "database.yaml"
-_IMAGE_DTYPES = ("uint8", "float16", "float32")
+IMAGE_DTYPES = ("uint8", "float16", "float32")
 
 
 class MultiTaskDatabase:
@@ -239,8 +239,8 @@ class TaskWriter:
     """Fills the arrays of one task; created by :meth:`DatabaseWriter.add_task`."""
 
     def __init__(self, folder: Path, spec: TaskSpec, n: int, image_dtype: str):
-        if image_dtype not in _IMAGE_DTYPES:
-            raise DataError(f"image_dtype must be one of {_IMAGE_DTYPES}, got {image_dtype!r}")
+        if image_dtype not in IMAGE_DTYPES:
+            raise DataError(f"image_dtype must be one of {IMAGE_DTYPES}, got {image_dtype!r}")
         if n < 1:
             raise DataError(f"task {spec.name!r}: needs at least one sample, got n={n}")
         self.folder, self.spec, self.n = folder, spec, n
@@ -301,6 +301,10 @@ class TaskWriter:
                 self._sources = [""] * self.n
             self._sources[i] = source
         self._filled[i] = True
+
+    def clear_spacing(self) -> None:
+        """Forget per-sample spacing (e.g. when only some source files state it): none is better than zeros."""
+        self._spacing = None
 
     def set_splits(self, splits: Mapping[str, Iterable[int]]) -> None:
         self._splits = {s: sorted(int(i) for i in splits.get(s, [])) for s in SPLITS}

@@ -20,7 +20,7 @@ import numpy as np
 import yaml
 
 from ..errors import DataError
-from .database import _IMAGE_DTYPES, FORMAT_VERSION, MANIFEST
+from .database import IMAGE_DTYPES, FORMAT_VERSION, MANIFEST
 from .tasks import SPLITS, TaskKind, TaskSpec
 
 __all__ = ["Problem", "validate_database", "format_problems", "CHUNK_BYTES"]
@@ -211,8 +211,8 @@ def _check_images(folder: Path, spec: TaskSpec, rep: _Report, chunk_bytes: int, 
     if images.ndim != 1 + len(expected) or tuple(images.shape[1:]) != expected:
         rep.error(path, "images", f"shape {tuple(images.shape)}, expected (N, {', '.join(map(str, expected))}) "
                   f"from channels={spec.channels}, image_size={list(spec.image_size)}")
-    if images.dtype.name not in _IMAGE_DTYPES:
-        rep.error(path, "images", f"dtype {images.dtype}, expected one of {_IMAGE_DTYPES}")
+    if images.dtype.name not in IMAGE_DTYPES:
+        rep.error(path, "images", f"dtype {images.dtype}, expected one of {IMAGE_DTYPES}")
     n = int(images.shape[0]) if images.ndim else 0
     if n == 0:
         rep.error(path, "images", "no samples")

@@ -3,7 +3,8 @@
 Conventions:
 
 * Boxes are ``(x0, y0, x1, y1)`` in pixels, ``x`` along columns, continuous coordinates
-  (area = (x1 - x0) * (y1 - y0), no "+1" as in the old VOC devkit).
+  (area = (x1 - x0) * (y1 - y0), no "+1" as in the old VOC devkit); 3D boxes are
+  ``(x0, y0, z0, x1, y1, z1)`` and IoU uses volumes.
 * Matching is greedy by descending score over the whole data set, per class and image: a
   prediction is a true positive when its best-overlapping *still unmatched* ground-truth box
   of the same class has IoU >= the threshold (COCO rule); otherwise a false positive. There
@@ -27,22 +28,36 @@ __all__ = ["box_iou", "average_precision", "detection_metrics", "image_matches",
 COCO_IOUS = tuple(np.round(np.linspace(0.5, 0.95, 10), 2).tolist())
 
 
-def box_iou(a, b) -> np.ndarray:
-    """Pairwise IoU of (N, 4) and (M, 4) boxes ``(x0, y0, x1, y1)``; returns (N, M).
+def _as_boxes(x, name: str) -> np.ndarray:
+    arr = np.asarray(x, dtype=float)
+    if arr.size == 0:
+        return arr.reshape(0, arr.shape[-1] if arr.ndim == 2 else 0)
+    arr = arr.reshape(-1, arr.shape[-1]) if arr.ndim > 1 else arr.reshape(1, -1)
+    if arr.shape[1] not in (4, 6):
+        raise ValueError(f"{name}: boxes must have 4 (2D) or 6 (3D) coordinates, got {arr.shape[1]}")
+    return arr
 
-    Degenerate boxes (zero area) have IoU 0 with everything.
+
+def box_iou(a, b) -> np.ndarray:
+    """Pairwise IoU of (N, 2d) and (M, 2d) boxes; returns (N, M).
+
+    2D boxes are ``(x0, y0, x1, y1)``, 3D boxes ``(x0, y0, z0, x1, y1, z1)``. Degenerate
+    boxes (zero area/volume) have IoU 0 with everything.
     """
-    a = np.asarray(a, dtype=float).reshape(-1, 4)
-    b = np.asarray(b, dtype=float).reshape(-1, 4)
-    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
-    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    w = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    h = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = w * h
-    union = area_a[:, None] + area_b[None, :] - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
-    return iou
+    a = _as_boxes(a, "box_iou")
+    b = _as_boxes(b, "box_iou")
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)))
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"box_iou: {a.shape[1]}- and {b.shape[1]}-coordinate boxes cannot be compared")
+    d = a.shape[1] // 2
+    size_a = np.prod(np.clip(a[:, d:] - a[:, :d], 0, None), axis=1)
+    size_b = np.prod(np.clip(b[:, d:] - b[:, :d], 0, None), axis=1)
+    lo = np.maximum(a[:, None, :d], b[None, :, :d])
+    hi = np.minimum(a[:, None, d:], b[None, :, d:])
+    inter = np.prod(np.clip(hi - lo, 0, None), axis=2)
+    union = size_a[:, None] + size_b[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
 def _envelope_ap(recall: np.ndarray, precision: np.ndarray, interpolation: str) -> float:
@@ -75,12 +90,14 @@ def image_matches(pred: Mapping[str, Any], gt: Mapping[str, Any], cls: int,
     """
     pl = np.asarray(pred["labels"]).reshape(-1)
     sel = np.flatnonzero(pl == cls)
-    pb = np.asarray(pred["boxes"], dtype=float).reshape(-1, 4)[sel]
-    ps = np.asarray(pred["scores"], dtype=float).reshape(-1)[sel]
-    if len(np.asarray(pred["boxes"]).reshape(-1, 4)) != len(pl) or len(pl) != len(np.asarray(pred["scores"]).reshape(-1)):
-        raise ValueError("detection: a prediction needs as many boxes, scores and labels")
+    boxes = _as_boxes(pred["boxes"], "detection")
+    scores = np.asarray(pred["scores"], dtype=float).reshape(-1)
+    if len(boxes) != len(pl) or len(pl) != len(scores):
+        raise ValueError(f"detection: a prediction needs as many boxes, scores and labels, got {len(boxes)}, "
+                         f"{len(scores)} and {len(pl)}")
+    pb, ps = boxes[sel], scores[sel]
     gl = np.asarray(gt["labels"]).reshape(-1)
-    gb = np.asarray(gt["boxes"], dtype=float).reshape(-1, 4)[gl == cls]
+    gb = _as_boxes(gt["boxes"], "detection")[gl == cls]
     order = np.argsort(-ps, kind="mergesort")
     ps, pb = ps[order], pb[order]
     tp = np.zeros((len(iou_thresholds), len(ps)), dtype=bool)

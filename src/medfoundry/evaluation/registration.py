@@ -632,6 +632,16 @@ def _spacing_for(dataset_root: Path, image_rel: str, candidates: Sequence[Path])
     raise RegistrationError(f"{dataset_root / image_rel}: cannot find the voxel size (no image, mask or label file)")
 
 
+def _header_shape(root: Path, pair: Pair) -> tuple[int, ...] | None:
+    """Spatial shape of the fixed image (or its mask) from the NIfTI header, if either exists."""
+    import nibabel as nib
+
+    for path in (root / pair.fixed, related_path(root, pair.fixed, "masks")):
+        if path.is_file():
+            return tuple(int(s) for s in nib.load(str(path)).shape[:3])
+    return None
+
+
 @dataclass
 class _PairInputs:
     fixed_labels: np.ndarray | None = None
@@ -797,6 +807,8 @@ def evaluate_fields(dataset_dir: str | Path, fields_dir: str | Path, split: str 
                 shape = cfg.expected_shape
                 if shape is None and inputs.fixed_labels is not None:
                     shape = inputs.fixed_labels.shape
+                if shape is None:
+                    shape = _header_shape(root, pair)
                 disp = load_displacement(path, shape, pair)
                 if hd95_penalty is None:
                     hd95_penalty = float(np.linalg.norm(disp.shape[:-1]))

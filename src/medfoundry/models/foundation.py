@@ -11,6 +11,7 @@ Checkpoint folder written by :meth:`FoundationModel.save_pretrained`::
       config.json          {"format": "medfoundry.foundation", "format_version": 1,
                             "medfoundry_version", "encoder": {"name", "spatial_dims",
                             "in_channels", "kwargs", "defaults"}, "decoder_channels",
+                            "decoder_full_resolution",
                             "adapters": [{"key", "modality", "channels"}, ...],
                             "adapter_standardize", "tasks": [TaskSpec.to_dict(), ...],
                             "head_kwargs": {task: {...}}, "save_id"}
@@ -126,8 +127,16 @@ class EncoderWithAdapters(nn.Module):
 
     def forward(self, image: torch.Tensor, modality: Modality | str) -> list[torch.Tensor]:
         """Multi-scale features (finest first) of ``image`` (B, C, *spatial) of ``modality``."""
+        return self.forward_with_input(image, modality)[1]
+
+    def forward_with_input(self, image: torch.Tensor, modality: Modality | str
+                           ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``(adapted image (B, in_channels, *spatial), multi-scale features)``; the adapted
+        image is the full-resolution skip of a ``SharedDecoder`` built with
+        ``full_resolution_channels``."""
         self._check_image(image, "EncoderWithAdapters.forward")
-        return self.encoder.forward_intermediates(self.adapters(image, _modality(modality)))
+        adapted = self.adapters(image, _modality(modality))
+        return adapted, self.encoder.forward_intermediates(adapted)
 
     def embed(self, image: torch.Tensor, modality: Modality | str, multiscale: bool = False) -> torch.Tensor:
         """Global-average-pooled features ``(B, D)``: the last stage (``D = embed_dim``) or,
@@ -174,6 +183,9 @@ class FoundationModel(nn.Module):
         adapter_channels: output channels of the input adapters = the encoder's ``in_channels``.
         adapter_standardize: z-score each image channel per sample inside the adapters.
         head_kwargs: per-task head options, ``{task: {...}}`` (e.g. detection ``score_threshold``).
+        decoder_full_resolution: decode to full resolution with the adapters' output as a
+            skip connection (finer segmentation; dense heads then work at stride 1; more
+            memory). Default: the decoder map is at the encoder's finest reduction (4).
         **encoder_kw: architecture options for ``create_encoder`` (``widths``, ``depths``,
             ``drop_path_rate``, ...).
 
@@ -192,7 +204,7 @@ class FoundationModel(nn.Module):
     def __init__(self, encoder: str | EncoderWithAdapters = "resnet_small", tasks: Sequence[TaskSpec] = (),
                  spatial_dims: int = 2, decoder_channels: int = 64, adapter_channels: int = 16,
                  adapter_standardize: bool = True, head_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
-                 **encoder_kw: Any):
+                 decoder_full_resolution: bool = False, **encoder_kw: Any):
         super().__init__()
         if isinstance(encoder, EncoderWithAdapters):
             if encoder_kw:
@@ -205,7 +217,8 @@ class FoundationModel(nn.Module):
             self.trunk = EncoderWithAdapters(encoder, spatial_dims, adapter_channels, adapter_standardize,
                                              **encoder_kw)
         self.spatial_dims = spatial_dims
-        self.decoder = SharedDecoder(self.trunk.feature_info, decoder_channels, spatial_dims)
+        self.decoder = SharedDecoder(self.trunk.feature_info, decoder_channels, spatial_dims,
+                                     self.trunk.encoder.in_channels if decoder_full_resolution else None)
         self.heads = nn.ModuleDict()
         self.task_specs: dict[str, TaskSpec] = {}
         self.head_kwargs: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (head_kwargs or {}).items()}
@@ -267,10 +280,12 @@ class FoundationModel(nn.Module):
 
     @classmethod
     def from_encoder(cls, trunk: EncoderWithAdapters, tasks: Sequence[TaskSpec] = (), decoder_channels: int = 64,
-                     head_kwargs: Mapping[str, Mapping[str, Any]] | None = None) -> "FoundationModel":
+                     head_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+                     decoder_full_resolution: bool = False) -> "FoundationModel":
         """A model around a loaded encoder with a fresh decoder and fresh heads (transfer).
         The trunk module is shared, not copied."""
-        return cls(trunk, tasks, decoder_channels=decoder_channels, head_kwargs=head_kwargs)
+        return cls(trunk, tasks, decoder_channels=decoder_channels, head_kwargs=head_kwargs,
+                   decoder_full_resolution=decoder_full_resolution)
 
     def set_trunk_trainable(self, trainable: bool, include_decoder: bool = True) -> None:
         """Freeze (``False``) or unfreeze the adapters and encoder, and the decoder unless
@@ -336,8 +351,8 @@ class FoundationModel(nn.Module):
         """Raw output of ``task``'s head for ``image`` (see that head's ``forward``)."""
         spec = self.task_specs[self._task(task)]
         head = self.heads[task]
-        feats = self.trunk(image, spec.modality)
-        x = self.decoder(feats) if head.uses_decoder else feats
+        adapted, feats = self.trunk.forward_with_input(image, spec.modality)
+        x = self.decoder(feats, adapted if self.decoder.needs_skip else None) if head.uses_decoder else feats
         return head(x, image_size=tuple(image.shape[2:]))
 
     def loss(self, output: Any, target: Any, task: str) -> torch.Tensor:
@@ -355,6 +370,7 @@ class FoundationModel(nn.Module):
     def config(self) -> dict[str, Any]:
         return {"format": _FORMAT, "format_version": FORMAT_VERSION, "medfoundry_version": __version__,
                 **self.trunk.config(), "decoder_channels": self.decoder.out_channels,
+                "decoder_full_resolution": self.decoder.needs_skip,
                 "tasks": [s.to_dict() for s in self.task_specs.values()],
                 "head_kwargs": _jsonable(self.head_kwargs)}
 
@@ -375,7 +391,9 @@ class FoundationModel(nn.Module):
             model = cls(enc["name"], spatial_dims=int(enc["spatial_dims"]),
                         decoder_channels=int(config["decoder_channels"]), adapter_channels=int(enc["in_channels"]),
                         adapter_standardize=bool(config.get("adapter_standardize", True)),
-                        head_kwargs=config.get("head_kwargs") or {}, **(enc.get("kwargs") or {}))
+                        head_kwargs=config.get("head_kwargs") or {},
+                        decoder_full_resolution=bool(config.get("decoder_full_resolution", False)),
+                        **(enc.get("kwargs") or {}))
             _add_adapters(model.trunk, config, source)
             for spec in tasks:
                 model.add_task(spec)
@@ -505,8 +523,9 @@ def load_encoder_state(path: str | Path, name: str, spatial_dims: int = 2, map_l
 
     Args:
         path: ``.safetensors``, or a ``torch.save`` file (``.pt``/``.pth``/``.bin``) of a state
-            dict, optionally nested under ``"state_dict"``/``"model"`` and prefixed with
-            ``module.`` (DDP), ``encoder.`` or ``trunk.encoder.``.
+            dict, optionally nested under ``"state_dict"``/``"model"``, prefixed with
+            ``module.`` (DDP); from a larger model only the ``trunk.encoder.*`` (else
+            ``encoder.*``) entries are used, so ``model.safetensors`` of a checkpoint works too.
         name: registry name of the architecture the weights belong to.
         spatial_dims: 2 or 3.
         strict: every encoder weight must be present.
@@ -533,9 +552,13 @@ def load_encoder_state(path: str | Path, name: str, spatial_dims: int = 2, map_l
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: expected a mapping of parameter names to tensors")
-    for prefix in ("module.", "trunk.encoder.", "encoder."):
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
+    if state and all(k.startswith("module.") for k in state):  # saved from a DDP wrapper
+        state = {k[len("module."):]: v for k, v in state.items()}
+    for prefix in ("trunk.encoder.", "encoder."):  # the encoder part of a larger model
+        subset = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if subset:
+            state = subset
+            break
     # the input channels are those of the first conv weight of the stem
     stem_key = next((k for k, v in state.items() if k.startswith("stem.") and v.ndim >= 3), None)
     stem = None if stem_key is None else state[stem_key]

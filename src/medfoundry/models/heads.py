@@ -81,9 +81,17 @@ def create_head(spec: TaskSpec, encoder_channels: Sequence[int] | int, decoder_c
         decoder_channels: channels of the shared decoder map.
         stride: reduction of the decoder map (pixels per decoder cell), used by detection; an
             int or one int per spatial axis (array order) for anisotropic encoders.
-        **kwargs: head options (e.g. ``dropout``, ``score_threshold``).
+        **kwargs: head options (e.g. ``dropout``, ``label_smoothing``, ``ignore_index``,
+            ``score_threshold``).
+
+    Raises:
+        ConfigError: no head for the kind, or options the head does not take.
     """
-    return head_class(spec.kind)(spec, encoder_channels, decoder_channels, stride=stride, **kwargs)
+    cls = head_class(spec.kind)
+    try:
+        return cls(spec, encoder_channels, decoder_channels, stride=stride, **kwargs)
+    except TypeError as err:
+        raise ConfigError(f"create_head: task {spec.name!r}: bad {cls.__name__} options {sorted(kwargs)}: {err}") from err
 
 
 def _spatial_mode(dims: int) -> str:

@@ -166,15 +166,24 @@ def goal_verdicts(summaries: dict[str, Summary]) -> list[Verdict]:
                          for f, v in pts.items() if _close(f, GOAL_B_FRACTION)]
                 cands = [(m, v) for m, v in cands if math.isfinite(v.mean)]
                 mode, p = max(cands, key=lambda mv: mv[1].mean) if cands else ("-", None)
-                what = f"{enc} ({mode}) at {100 * GOAL_B_FRACTION:g} %"
+                what = f"{enc} ({mode}) at {100 * GOAL_B_FRACTION:g} %" if p is not None else enc
                 need = f">= random-init at 100 % = {_fmt(threshold)}"
             if p is None or not math.isfinite(p.mean):
-                out.append(Verdict(goal, task, enc, "NOT EVALUATED", f"{what}: this run is missing{note}"))
+                ran = sorted({f for (e, _), pts in s.curves.items() if e == enc for f in pts})
+                frac = GOAL_A_FRACTION if goal == "A" else GOAL_B_FRACTION
+                mode_txt = "frozen " if goal == "A" else ""
+                out.append(Verdict(goal, task, enc, "NOT EVALUATED",
+                                   f"no {mode_txt}run of {enc} at {100 * frac:g} % (fractions run: "
+                                   f"{', '.join(f'{100 * f:g} %' for f in ran) or 'none'}); add {frac:g} to "
+                                   f"--fractions{note}"))
                 continue
             met = p.mean >= threshold
             robust = (p.low >= threshold) if met else (p.high < threshold)
             ci = f"95 % CI [{_fmt(p.low)}, {_fmt(p.high)}]"
             tail = "the CI lies entirely on this side" if robust else "the CI straddles the threshold"
+            if s.chance is not None and math.isfinite(ref.low) and ref.low <= s.chance:
+                tail += (f"; caution: the random-init baseline is not distinguishable from chance "
+                         f"({_fmt(s.chance)}), so this comparison says little")
             out.append(Verdict(goal, task, enc, "MET" if met else "NOT MET",
                                f"{what}: {s.metric} {_fmt(p.mean)} ({ci}) vs. needed {need}; {tail}{note}"))
     return out

@@ -68,7 +68,7 @@ def _figure(curves: Sequence[Curve], title: str, metric: str, reference: float |
     ax.set_ylabel(metric)
     ax.set_title(title)
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     return fig, plt
 

@@ -231,7 +231,7 @@ def _fill(tw: TaskWriter, samples: Iterable[Sample], n: int, splits: Mapping[str
     if 0 < known < n:
         # A partial spacing.npy would hold zeros for the unknown samples; an absent one says
         # "unknown" honestly, so drop it (TaskWriter has no public switch for this).
-        tw._spacing = None
+        tw.clear_spacing()
         if notes is not None:
             notes.append(f"spacing dropped: only {known} of {n} files state their pixel spacing")
     tw.set_splits(splits)

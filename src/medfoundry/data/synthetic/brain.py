@@ -60,6 +60,7 @@ class BrainSlice:
 @lru_cache(maxsize=1)
 def mni_volumes() -> dict[str, np.ndarray]:
     """T1, GM, WM and brain-mask volumes of MNI152 (2 mm, float32, voxel axes i, j, k = x, y, z)."""
+    # The templates are package data of nilearn; keep any hub client nilearn imports offline.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from nilearn import datasets
 

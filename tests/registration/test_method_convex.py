@@ -1,0 +1,57 @@
+"""Discrete search and coupled convex optimisation on hand-made shifts."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from medfoundry.registration.convex_adam import coupled_convex, discrete_cost, resample_grid_field, symmetrise
+from medfoundry.registration.features import mind_ssc
+from medfoundry.registration.fields import compose
+
+
+def _shifted_features(shift, shape=(48, 48, 48)):
+    rng = np.random.default_rng(0)
+    big = ndimage.gaussian_filter(rng.standard_normal(tuple(s + 20 for s in shape)), 1.5).astype(np.float32)
+    fixed = big[10:10 + shape[0], 10:10 + shape[1], 10:10 + shape[2]]
+    # moving(y) = fixed(y - shift), so the fixed voxel x is found at x + shift in the moving image
+    moving = big[tuple(slice(10 - s, 10 - s + n) for s, n in zip(shift, shape))]
+    to_t = lambda a: mind_ssc(torch.from_numpy(np.ascontiguousarray(a))[None, None])  # noqa: E731
+    return to_t(fixed), to_t(moving)
+
+
+def test_discrete_argmin_finds_a_pure_shift():
+    shift = (3, 0, -6)
+    fixed, moving = _shifted_features(shift)
+    cost, candidates = discrete_cost(fixed, moving, grid_spacing=6, step=3, radius=3)
+    assert cost.shape == (7 ** 3, 8, 8, 8) and candidates.shape == (343, 3)
+    best = candidates[cost.reshape(343, -1).argmin(0)].reshape(8, 8, 8, 3)
+    # blocks whose match lies within 3 voxels of the moving crop's border see padded descriptors
+    inner = best[2:-2, 2:-2, 2:-2].reshape(-1, 3)
+    hits = (inner == torch.tensor(shift, dtype=torch.float32)).all(1).float().mean()
+    assert hits > 0.95
+    field = coupled_convex(cost, candidates, (0.1, 0.5, 1.0), sigma=1.0, step=3)
+    assert field.shape == (1, 3, 8, 8, 8)
+    np.testing.assert_allclose(field[0, :, 2:-2, 2:-2, 2:-2].mean((1, 2, 3)).numpy(), shift, atol=0.3)
+
+
+def test_symmetrise_makes_fields_inverse_consistent():
+    shape = (10, 10, 10)
+    rng = np.random.default_rng(1)
+    fwd = torch.from_numpy(np.stack([ndimage.gaussian_filter(rng.standard_normal(shape), 2.5) for _ in range(3)])
+                           .astype(np.float32))[None] * 3
+    bwd = torch.zeros_like(fwd)  # maximally inconsistent start
+    before = compose(fwd, bwd).abs().mean()
+    f2, b2 = symmetrise(fwd, bwd, grid_spacing=1.0, iterations=20)
+    assert compose(f2, b2).abs().mean() < 0.2 * before
+
+
+def test_resample_grid_field_keeps_block_centres():
+    # a field equal to the voxel coordinate of each block centre must stay the coordinate
+    centres = torch.arange(5, dtype=torch.float32) * 4 + 1.5  # spacing 4: centres at 4 i + 1.5
+    field = torch.stack(torch.meshgrid(centres, centres, indexing="ij"))[None]
+    dense = resample_grid_field(field, 4, 1, (20, 20))
+    expected = torch.arange(20, dtype=torch.float32)
+    np.testing.assert_allclose(dense[0, 0, 2:-2, 5].numpy(), expected[2:-2].numpy(), atol=1e-5)
+    np.testing.assert_allclose(dense[0, 1, 7, 2:-2].numpy(), expected[2:-2].numpy(), atol=1e-5)
