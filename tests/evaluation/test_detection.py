@@ -80,5 +80,6 @@ def test_box_iou_3d_and_shape_errors():
     with pytest.raises(ValueError, match="coordinates"):
         box_iou([[0, 0, 1]], [[0, 0, 1]])
     # empty predictions of a 3D task
-    m = detection_metrics([_pred(np.zeros((0, 6)), [], [])], [_gt([[0, 0, 0, 2, 2, 2]], [0])], 1)
+    pred = {"boxes": np.zeros((0, 6)), "scores": np.zeros(0), "labels": np.zeros(0, int)}
+    m = detection_metrics([pred], [{"boxes": np.array([[0, 0, 0, 2, 2, 2.0]]), "labels": np.array([0])}], 1)
     assert m["map50"] == 0.0

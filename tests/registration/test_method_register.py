@@ -161,3 +161,11 @@ def test_cuda_matches_cpu(pair):
     assert np.abs(cpu.disp - gpu.disp).mean() < 0.05
     full = register_images(pair["fixed"], pair["moving"], device="cuda", adam_iterations=40)
     assert _field_error(full.disp, pair) < 0.5 * _field_error(np.zeros_like(full.disp), pair)
+
+
+@pytest.mark.parametrize("preset", ["abdomen_ct", "lung_ct"])
+def test_other_presets_run_and_improve(pair, preset):
+    result = register_images(pair["fixed"], pair["moving"], preset=preset, device="cpu", adam_iterations=10,
+                             affine_iterations=10)
+    assert result.config["grid_spacing"] == get_preset(preset).grid_spacing
+    assert _field_error(result.disp, pair) < 0.7 * _field_error(np.zeros_like(result.disp), pair)

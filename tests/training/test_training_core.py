@@ -212,3 +212,34 @@ def test_evaluate_matches_hand_count(toy_db):
     expected = float(np.mean(logits.argmax(1).numpy() == np.array(labels)))
     assert metrics["toy_cls"]["accuracy"] == pytest.approx(expected)
     assert 0.0 <= metrics["toy_cls"]["accuracy_chance"] <= 1.0
+
+
+def test_loader_threads_do_not_change_the_result(toy_db):
+    results = []
+    for workers in (0, 2):
+        model = _model(toy_db, ["toy_cls", "toy_seg", "toy_det"])
+        trainer = MultiTaskTrainer(model, toy_db, _cfg(tasks=["toy_cls", "toy_seg", "toy_det"], num_workers=workers))
+        losses = [trainer.train_round()["losses"] for _ in range(3)]
+        trainer.close()
+        results.append((losses, model.state_dict()))
+    assert results[0][0] == results[1][0]
+    for key, value in results[0][1].items():
+        assert torch.equal(value, results[1][1][key]), key
+
+
+def test_trainer_writes_log_and_checkpoint_and_resumes_in_process(toy_db, tmp_path):
+    from medfoundry.training import latest_checkpoint, read_metrics
+
+    tasks = ["toy_cls", "toy_multilabel"]
+    cfg = _cfg(tasks=tasks, rounds=4, checkpoint_every=2, eval_every=2)
+    first = MultiTaskTrainer(_model(toy_db, tasks), toy_db, cfg, run_dir=tmp_path)
+    final = first.fit()
+    assert set(final) == set(tasks) and "accuracy" in final["toy_cls"]
+    records = list(read_metrics(tmp_path))
+    assert [r["round"] for r in records if r["kind"] == "train"] == [1, 2, 3, 4]
+    assert [r["round"] for r in records if r["kind"] == "eval"] == [2, 4]
+    assert latest_checkpoint(tmp_path).name == "round_0000004.pt"
+    again = MultiTaskTrainer(_model(toy_db, tasks, seed=1), toy_db, cfg, run_dir=tmp_path)
+    assert again.resume() and again.round == 4
+    for key, value in first.model.state_dict().items():
+        assert torch.equal(value, again.model.state_dict()[key]), key

@@ -57,6 +57,9 @@ def test_config_validation():
 
 def test_finetune_step_cap():
     cfg = TransferConfig(max_steps=300, min_steps=30, finetune_max_steps=20)
-    assert cfg.for_mode("frozen").max_steps == 300
-    ft = cfg.for_mode("finetune")
+    assert cfg.for_run("frozen").max_steps == 300
+    ft = cfg.for_run("finetune")
     assert (ft.max_steps, ft.min_steps) == (20, 20)
+    # the random-init 100 % reference keeps the full budget unless told otherwise
+    assert cfg.for_run("finetune", reference=True).max_steps == 300
+    assert cfg.replace(reference_full_budget=False).for_run("finetune", reference=True).max_steps == 20

@@ -176,3 +176,10 @@ def test_extract_features_shapes(toy_db):
     seg = TaskData(toy_db, "toy_seg")
     maps = extract_features(build_model(parse_encoder("random"), seg.spec, cfg, seed=0), seg, 10, torch.device("cpu"))
     assert [m.shape[0] for m in maps] == [24] * len(maps) and maps[0].shape[2:] == (8, 8)  # 32 px / reduction 4
+
+
+def test_label_cannot_change_meaning(toy_db, random_sweep):
+    out, _ = random_sweep
+    with pytest.raises(ConfigError, match="label 'random'"):
+        run_sweep(toy_db.root, ["random=random:convnext_small"], out, tasks=["toy_cls"], modes=("frozen", "finetune"),
+                  **TINY)

@@ -23,6 +23,7 @@ app = typer.Typer(
 _SUBAPPS = [
     ("medfoundry.cli.data", "app", "data"),
     ("medfoundry.cli.l2r", "app", "l2r"),
+    ("medfoundry.models.cli", "app", "models"),
 ]
 _TOP_LEVEL = [
     "medfoundry.cli.train",  # pretrain, extract, info

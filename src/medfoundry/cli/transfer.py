@@ -39,6 +39,10 @@ def transfer(
     min_steps: Optional[int] = typer.Option(None, help="Minimum optimizer steps per run (default 30)."),
     finetune_max_steps: Optional[int] = typer.Option(None, help="Lower step cap for fine-tuning runs (default: "
                                                      "--max-steps)."),
+    reference_full_budget: Optional[bool] = typer.Option(
+        None, "--reference-full-budget/--reference-capped",
+        help="Let the random-init 100 % reference run use --max-steps even when --finetune-max-steps is lower "
+             "(default: yes, so a tight budget cannot under-train the baseline)."),
     patience: Optional[int] = typer.Option(None, help="Validations without improvement before stopping (default 5)."),
     batch_size: Optional[int] = typer.Option(None, help="Training batch size (default 32)."),
     lr: Optional[float] = typer.Option(None, help="Head / decoder learning rate (default 1e-3)."),
@@ -62,7 +66,7 @@ def transfer(
     cfg = TransferConfig().replace(
         fractions=_fractions(fractions), seeds=seeds, modes=tuple(mode) if mode else None, device=device,
         max_epochs=epochs, max_steps=max_steps, min_steps=min_steps,
-        finetune_max_steps=finetune_max_steps, patience=patience, batch_size=batch_size,
+        finetune_max_steps=finetune_max_steps, reference_full_budget=reference_full_budget, patience=patience, batch_size=batch_size,
         lr=lr, probe_lr=probe_lr, encoder_lr_ratio=encoder_lr_ratio, val_policy=val_policy, probe=probe,
         probe_multiscale=probe_multiscale,
         single_task_rounds=single_task_rounds, progress=progress)

@@ -2,8 +2,9 @@
 
 Every encoder is an :class:`Encoder`: a stack of stages, each halving the resolution, with
 
-* ``feature_info``: one dict per stage, ``{"num_chs": int, "reduction": int, "module": str}``
-  (reduction = input size / feature size, in voxels),
+* ``feature_info``: one dict per stage, ``{"num_chs": int, "reduction": int,
+  "reduction_per_axis": tuple[int, ...], "module": str}`` (reduction = input size / feature
+  size; per axis in array order, ``reduction`` is their maximum),
 * ``forward_intermediates(x) -> list[Tensor]``: one map per stage, finest first,
 * ``forward_features(x)``: the last (coarsest) stage,
 * ``out_channels``: channels of the last stage.
@@ -23,7 +24,10 @@ name                widths / depths                        params    note
 ``convnext_small``  (32, 64, 128, 256) / (2, 2, 4, 2)      ~1.9 M    fast on CPU
 ``convnext_base``   (96, 192, 384, 768) / (3, 3, 9, 3)     ~28 M     ConvNeXt-T widths
 ==================  =====================================  ========  =================
-(2D counts at ``in_channels=16``; 3D kernels have more weights.)
+(2D counts at ``in_channels=16``; 3D kernels have more weights.) All strides are options
+(``stem_strides``/``stage_strides`` for ResNets, ``stem_stride``/``stage_strides`` for
+ConvNeXts), per axis if needed: thick-slice volumes keep their slice axis with e.g.
+``stem_strides=((1, 2, 2), (1, 2, 2))``.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import torch
 from ..errors import RegistrationError
 from ..utils import resolve_device
 from .affine import affine_align
-from .convex_adam import StageTimes, convex_adam
+from .convex_adam import StageTimes, convex_adam, feature_levels
 from .features import label_features, mind_ssc
 from .fields import field_to_numpy, field_to_torch, identity_grid, warp
 from .presets import RegistrationConfig, get_preset
@@ -136,18 +136,20 @@ def register_images(fixed: np.ndarray, moving: np.ndarray, fixed_mask: np.ndarra
                 mlabels = warp(mlabels, affine_disp, mode="nearest")
             start = times.add("affine", start, dev)
 
+        # One image at a time, pooled right away: only one full-resolution descriptor volume
+        # is alive at any moment.
         if cfg.features == "labels":
             classes = sorted(set(torch.unique(flabels).tolist()) | set(torch.unique(mlabels).tolist()))
-            fixed_feat = label_features(flabels, [int(c) for c in classes])
-            moving_feat = label_features(mlabels, [int(c) for c in classes])
+            fixed_levels = feature_levels(label_features(flabels, [int(c) for c in classes]), cfg)
+            moving_levels = feature_levels(label_features(mlabels, [int(c) for c in classes]), cfg)
         else:
-            fixed_feat = mind_ssc(fixed_t, cfg.mind_radius, cfg.mind_dilation, fmask)
-            moving_feat = mind_ssc(moving_t, cfg.mind_radius, cfg.mind_dilation, mmask)
+            fixed_levels = feature_levels(mind_ssc(fixed_t, cfg.mind_radius, cfg.mind_dilation, fmask), cfg)
+            moving_levels = feature_levels(mind_ssc(moving_t, cfg.mind_radius, cfg.mind_dilation, mmask), cfg)
         del moving_t
         start = times.add("features", start, dev)
 
-        deform = convex_adam(fixed_feat, moving_feat, cfg, fmask, times)
-        del fixed_feat, moving_feat
+        deform = convex_adam(fixed_levels, moving_levels, cfg, fmask, times, shape=shape)
+        del fixed_levels, moving_levels
         start = time.perf_counter()
         if matrix is not None:
             # x -> y = x + u(x) in the affinely aligned moving image -> M y in the moving image;

@@ -34,6 +34,7 @@ __all__ = [
     "StageTimes",
     "resample_grid_field",
     "discrete_cost",
+    "feature_levels",
     "coupled_convex",
     "symmetrise",
     "instance_optimise",
@@ -78,31 +79,38 @@ def resample_grid_field(disp: torch.Tensor, from_spacing: float, to_spacing: flo
 
 
 def discrete_cost(fixed: torch.Tensor, moving: torch.Tensor, grid_spacing: int, step: int,
-                  radius: int) -> tuple[torch.Tensor, torch.Tensor]:
+                  radius: int, pooled: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Dense SSD cost of descriptor blocks over a cube of candidate displacements.
 
     Args:
-        fixed, moving: ``(1, C, *spatial)`` descriptors on the same voxel grid.
+        fixed, moving: ``(1, C, *spatial)`` descriptors on the same voxel grid, or, with
+            ``pooled``, those descriptors already averaged over ``step``-blocks
+            (:func:`~medfoundry.registration.features.pooled_features`).
         grid_spacing: control-grid spacing ``g``, voxels.
         step: candidate quantisation ``q`` (divides ``g``), voxels.
         radius: candidates per side ``r``.
+        pooled: the inputs are the ``step``-pooled descriptors.
 
     Returns:
         ``cost`` ``(K, *grid)`` (mean squared difference over channels, float32) and the
         candidate displacements ``(K, S)`` in voxels, ``K = (2r+1)^S``.
     """
     spatial = fixed.ndim - 2
-    fixed_grid = pooled_features(fixed, grid_spacing)[0]  # (C, *grid)
+    if not pooled:
+        fixed = pooled_features(fixed, step)
+        moving = pooled_features(moving, step)
+    # On the step-pooled grid a control block is (g/q)^S cells; a moving block of the same size
+    # starting at every cell gives the candidates: cell m*s + k is the block displaced by q*k.
+    stride = grid_spacing // step
+    fixed_grid = pooled_features(fixed, stride)[0]  # (C, *grid)
     grid = tuple(fixed_grid.shape[1:])
     pool = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[spatial - 1]
-    # Moving blocks of size g every q voxels: index m*s + k (s = g/q) is the block displaced by q*k.
-    pad_hi = [max(0, g_ * grid_spacing - s_) for g_, s_ in zip(grid, fixed.shape[2:])]
+    pad_hi = [max(0, g_ * stride - s_) for g_, s_ in zip(grid, moving.shape[2:])]
     pads = []
     for p in reversed(pad_hi):
         pads += [0, p]
     moving_padded = F.pad(moving, pads, mode="replicate") if any(pad_hi) else moving
-    moving_blocks = pool(moving_padded, grid_spacing, stride=step)[0]
-    stride = grid_spacing // step
+    moving_blocks = pool(moving_padded, stride, stride=1)[0] if stride > 1 else moving_padded[0]
     moving_blocks = F.pad(moving_blocks.unsqueeze(0), [radius] * (2 * spatial), mode="replicate")[0]
     offsets = torch.stack(torch.meshgrid(*[torch.arange(-radius, radius + 1)] * spatial, indexing="ij"), -1)
     offsets = offsets.reshape(-1, spatial)
@@ -113,6 +121,17 @@ def discrete_cost(fixed: torch.Tensor, moving: torch.Tensor, grid_spacing: int, 
         diff = fixed_grid - moving_blocks[tuple(view)]
         cost[index] = diff.pow(2).mean(0)
     return cost, offsets.to(device=fixed.device, dtype=torch.float32) * step
+
+
+def feature_levels(features: torch.Tensor, config: RegistrationConfig) -> dict[int, torch.Tensor]:
+    """The pooled descriptors the method needs: ``{search_step: ..., adam_factor: ...}``.
+
+    Computing these right after each image's descriptors lets the caller drop the
+    full-resolution descriptors early (peak memory: one full-resolution descriptor volume).
+    """
+    levels = {config.search_step: pooled_features(features, config.search_step)}
+    levels.setdefault(config.adam_factor, pooled_features(features, config.adam_factor))
+    return levels
 
 
 def coupled_convex(cost: torch.Tensor, candidates: torch.Tensor, weights: tuple[float, ...],
@@ -265,30 +284,41 @@ def _upsample_to_image(disp: torch.Tensor, spacing: float, shape: tuple[int, ...
     return resample_grid_field(disp, spacing, 1.0, shape)
 
 
-def convex_adam(fixed_features: torch.Tensor, moving_features: torch.Tensor, config: RegistrationConfig,
-                fixed_mask: torch.Tensor | None = None, times: StageTimes | None = None) -> torch.Tensor:
+def convex_adam(fixed_features: torch.Tensor | dict[int, torch.Tensor],
+                moving_features: torch.Tensor | dict[int, torch.Tensor], config: RegistrationConfig,
+                fixed_mask: torch.Tensor | None = None, times: StageTimes | None = None,
+                shape: tuple[int, ...] | None = None) -> torch.Tensor:
     """Deformable registration of two descriptor volumes (already affinely aligned).
 
     Args:
-        fixed_features, moving_features: ``(1, C, *spatial)`` on the same voxel grid.
+        fixed_features, moving_features: ``(1, C, *spatial)`` on the same voxel grid, or their
+            :func:`feature_levels` (then ``shape`` is required).
         config: method parameters.
         fixed_mask: optional ``(1, 1, *spatial)`` mask weighting the fine-stage similarity.
         times: optional accumulator of stage times.
+        shape: spatial shape of the images (needed with feature levels).
 
     Returns:
         Dense displacement ``(1, S, *spatial)``, fixed -> moving, voxels.
     """
-    device = fixed_features.device
+    if isinstance(fixed_features, torch.Tensor):
+        shape = tuple(fixed_features.shape[2:])
+        fixed_features = feature_levels(fixed_features, config)
+    if isinstance(moving_features, torch.Tensor):
+        moving_features = feature_levels(moving_features, config)
+    if shape is None:
+        raise ValueError("convex_adam(): pass shape= with precomputed feature levels")
+    fixed_levels, moving_levels = fixed_features, moving_features
+    device = fixed_levels[config.search_step].device
     times = times or StageTimes()
-    shape = tuple(fixed_features.shape[2:])
     start = time.perf_counter()
     g, q, r = config.grid_spacing, config.search_step, config.search_radius
     with torch.no_grad():
-        cost, candidates = discrete_cost(fixed_features, moving_features, g, q, r)
+        cost, candidates = discrete_cost(fixed_levels[q], moving_levels[q], g, q, r, pooled=True)
         forward = coupled_convex(cost, candidates, config.coupling_weights, config.coupling_sigma, q)
         del cost
         if config.inverse_consistency:
-            cost, candidates = discrete_cost(moving_features, fixed_features, g, q, r)
+            cost, candidates = discrete_cost(moving_levels[q], fixed_levels[q], g, q, r, pooled=True)
             backward = coupled_convex(cost, candidates, config.coupling_weights, config.coupling_sigma, q)
             del cost
             forward, _ = symmetrise(forward, backward, g, config.ic_iterations)
@@ -301,8 +331,8 @@ def convex_adam(fixed_features: torch.Tensor, moving_features: torch.Tensor, con
         return out
 
     factor = config.adam_factor
-    fixed_fine = pooled_features(fixed_features, factor)
-    moving_fine = pooled_features(moving_features, factor)
+    fixed_fine = fixed_levels[factor]
+    moving_fine = moving_levels[factor]
     if 0 < config.adam_channels < fixed_fine.shape[1]:
         fixed_fine, moving_fine = project_channels(fixed_fine, moving_fine, config.adam_channels)
     weight = None

@@ -95,12 +95,15 @@ def pretrain(config: PretrainConfig, model_factory: ModelFactory | None = None) 
     return out
 
 
-def pretrain_demo(db_root: str | Path, out: str | Path, rounds: int = 150, tasks: Sequence[str] | None = None,
+def pretrain_demo(db_root: str | Path, out: str | Path, rounds: int = 60, tasks: Sequence[str] | None = None,
                   batch_size: int = 16, seed: int = 0, progress: bool = True, **overrides: Any) -> Path:
     """Small, fast pretraining for the demo (CPU friendly): resnet_small, all pretrain tasks.
 
     Warm-up is 10 % of the rounds, one checkpoint at the end plus one at each quarter, and
-    validation only at the end (capped at 64 samples per task).
+    validation only at the end (capped at 64 samples per task). Speed measured on the
+    11-task 64 x 64 synthetic database, batch 16 per task, one thread: about 3.7 s per
+    round (0.27 rounds/s) on a busy shared 2-core machine, so 60 rounds take about 4 min.
+    ``sampling="random_k", tasks_per_round=4`` (as an override) makes a round ~2.7x cheaper.
     """
     config = PretrainConfig(database=str(db_root), out=str(out), rounds=rounds,
                             tasks=None if tasks is None else list(tasks), batch_size=batch_size, seed=seed,

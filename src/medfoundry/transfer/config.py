@@ -45,6 +45,10 @@ class TransferConfig:
         finetune_max_steps: a lower cap for fine-tuning runs, whose steps cost a full
             forward/backward pass (``None``: ``max_steps``). Frozen runs train on cached
             features and are cheap, so they keep ``max_steps``.
+        reference_full_budget: the reference run every goal is measured against (random init,
+            fine-tuned, 100 % of the data) ignores ``finetune_max_steps`` and trains up to
+            ``max_steps``, so a tight budget cannot flatter the pretrained encoders by
+            under-training the baseline.
         eval_every: validation interval in steps (``None``: automatic).
         min_eval_interval: lower bound of the automatic validation interval.
         patience: evaluations without improvement before stopping.
@@ -77,6 +81,7 @@ class TransferConfig:
     min_steps: int = 30
     max_steps: int = 300
     finetune_max_steps: int | None = None
+    reference_full_budget: bool = True
     eval_every: int | None = None
     min_eval_interval: int = 10
     patience: int = 5
@@ -133,9 +138,10 @@ class TransferConfig:
         look_up_option(self.val_policy, VAL_POLICIES, what="transfer val_policy")
         look_up_option(self.probe, PROBES, what="transfer probe")
 
-    def for_mode(self, mode: str) -> "TransferConfig":
-        """The config a run of ``mode`` uses (``finetune_max_steps`` applied when fine-tuning)."""
-        if mode != "finetune" or self.finetune_max_steps is None:
+    def for_run(self, mode: str, reference: bool = False) -> "TransferConfig":
+        """The config a run uses: ``finetune_max_steps`` applies to fine-tuning runs, except the
+        random-init 100 % reference when ``reference_full_budget`` is set."""
+        if mode != "finetune" or self.finetune_max_steps is None or (reference and self.reference_full_budget):
             return self
         cap = self.finetune_max_steps
         return dataclasses.replace(self, max_steps=cap, min_steps=min(self.min_steps, cap))

@@ -189,9 +189,15 @@ def _write_config(out: Path, database: str | Path, tasks: Sequence[str], sources
             if changed:
                 raise ConfigError(f"{out}: results exist from a sweep with other settings ({', '.join(changed)}); "
                                   "use a new --out folder or the same settings")
-        if isinstance(old, dict):  # remember every task and encoder this folder has seen
+        if isinstance(old, dict):  # remember every task, fraction and encoder this folder has seen
             doc["tasks"] = list(dict.fromkeys([*old.get("tasks", []), *doc["tasks"]]))
+            fr = set(old.get("transfer", {}).get("fractions", [])) | set(doc["transfer"]["fractions"])
+            doc["transfer"]["fractions"] = sorted(float(f) for f in fr)
             known = {e["label"]: e for e in old.get("encoders", [])}
+            for e in doc["encoders"]:
+                if e["label"] in known and known[e["label"]].get("spec") != e["spec"]:
+                    raise ConfigError(f"{out}: encoder label {e['label']!r} meant {known[e['label']]['spec']!r} in "
+                                      f"the earlier sweep, now {e['spec']!r}; use another label (LABEL=...)")
             known.update({e["label"]: e for e in doc["encoders"]})
             doc["encoders"] = list(known.values())
     atomic_write_json(path, doc)
@@ -220,7 +226,9 @@ def _one_run(db: MultiTaskDatabase, data: TaskData, src: EncoderSource, mode: st
                           lambda: extract_features(model, data, cfg.eval_batch_size, device, cfg.probe_multiscale))
         result = run_frozen(model, data, feats, train_pos, val_pos, test_pos, cfg, seed, device)
     else:
-        result = run_finetune(model, data, train_pos, val_pos, test_pos, cfg.for_mode("finetune"), seed, device)
+        reference = src.kind == "random" and fraction == 1.0
+        result = run_finetune(model, data, train_pos, val_pos, test_pos, cfg.for_run("finetune", reference), seed,
+                              device)
     targets = [data.targets[p] for p in test_pos]
     spacings = [data.spacings[p] for p in test_pos]
     with np.errstate(all="ignore"):

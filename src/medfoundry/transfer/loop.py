@@ -50,7 +50,7 @@ class TaskData:
         return np.array([self.position[int(i)] for i in indices], dtype=np.int64)
 
 
-def batch_targets(kind: TaskKind, targets: Sequence[Any], device: torch.device) -> Any:
+def batch_targets(kind: TaskKind, targets: Sequence[Any], device: torch.device, spatial_dims: int = 2) -> Any:
     """Per-sample numpy targets -> the batch layout of :mod:`medfoundry.data.loading`."""
     if kind is TaskKind.CLASSIFICATION:
         return torch.tensor([int(t) for t in targets], dtype=torch.long, device=device)
@@ -58,7 +58,7 @@ def batch_targets(kind: TaskKind, targets: Sequence[Any], device: torch.device) 
         return torch.from_numpy(np.stack(targets)).float().to(device)
     if kind is TaskKind.SEGMENTATION:
         return torch.from_numpy(np.stack(targets)).long().to(device)
-    return [{"boxes": torch.from_numpy(np.asarray(t["boxes"], np.float32)).reshape(-1, 4).to(device),
+    return [{"boxes": torch.from_numpy(np.asarray(t["boxes"], np.float32)).reshape(-1, 2 * spatial_dims).to(device),
              "labels": torch.from_numpy(np.asarray(t["labels"], np.int64)).to(device)} for t in targets]
 
 
@@ -170,7 +170,7 @@ def _predict(forward: Callable[[np.ndarray], Any], loss_fn: Callable[[Any, Any],
         pos = positions[a:a + batch_size]
         out = forward(pos)
         if with_loss:
-            tgt = batch_targets(data.spec.kind, [data.targets[p] for p in pos], device)
+            tgt = batch_targets(data.spec.kind, [data.targets[p] for p in pos], device, data.spec.spatial_dims)
             total += float(loss_fn(out, tgt)) * len(pos)
             count += len(pos)
         preds.extend(decode(out))
@@ -193,7 +193,7 @@ def train_and_score(modules: Sequence[nn.Module], optimizer: torch.optim.Optimiz
 
     def train_step(batch: np.ndarray) -> torch.Tensor:
         pos = train_pos[batch]
-        tgt = batch_targets(spec.kind, [data.targets[p] for p in pos], device)
+        tgt = batch_targets(spec.kind, [data.targets[p] for p in pos], device, spec.spatial_dims)
         return loss_fn(forward(pos), tgt)
 
     def validate() -> tuple[float, float]:

@@ -13,9 +13,12 @@ A record::
      "encoder_source": str, "mode": "frozen" | "finetune", "fraction": float, "seed": int,
      "n_train": int, "n_val": int, "n_test": int,
      "primary_metric": str, "primary": float,            # on the test split
+     "chance": float,                                     # chance level of the primary metric
      "metrics": {name: float},                            # every test metric
      "val_primary": float, "steps": int, "best_step": int, "epochs": float, "time_s": float,
      "bootstrap": [float] * B}                            # primary on B paired test resamples
+
+A failed run is kept as ``{"run_id", "status": "failed", "error", ...}`` and retried on resume.
 
 Both files are rewritten atomically after every run, so an interrupted sweep resumes by
 skipping the run ids already present with ``status == "ok"``.

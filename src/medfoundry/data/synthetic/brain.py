@@ -59,7 +59,8 @@ class BrainSlice:
 
 @lru_cache(maxsize=1)
 def mni_volumes() -> dict[str, np.ndarray]:
-    """T1, GM, WM and brain-mask volumes of MNI152 (2 mm, float32, voxel axes i, j, k = x, y, z)."""
+    """T1, GM, WM, brain-mask (float32) and tissue-label (uint8, ``TISSUE_CLASSES``) volumes of
+    MNI152 on its 2 mm grid, voxel axes i, j, k = x, y, z; plus ``origin`` and ``step`` (mm)."""
     # The templates are package data of nilearn; keep any hub client nilearn imports offline.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from nilearn import datasets
@@ -71,13 +72,16 @@ def mni_volumes() -> dict[str, np.ndarray]:
         "wm": datasets.load_mni152_wm_template(resolution=2).get_fdata(dtype=np.float32),
         "mask": datasets.load_mni152_brain_mask(resolution=2).get_fdata(dtype=np.float32),
     }
+    # Tissue labels once on the 2 mm grid; slices then sample them nearest-neighbour (one
+    # interpolation instead of three trilinear ones per slice).
+    out["tissue"] = _tissue_labels(out["gm"], out["wm"], out["mask"])
     affine = np.asarray(t1.affine, dtype=np.float64)
     out["origin"] = affine[:3, 3].astype(np.float64)
     out["step"] = np.diag(affine)[:3].astype(np.float64)
     return out
 
 
-def _sample_plane(rng: np.random.Generator, size: int, plane: str) -> tuple[dict[str, np.ndarray], float]:
+def _sample_plane(rng: np.random.Generator, size: int, plane: str) -> tuple[np.ndarray, np.ndarray, float]:
     vol = mni_volumes()
     sp = brain_spacing(size)
     c = (np.arange(size, dtype=np.float64) - (size - 1) / 2.0) * sp
@@ -97,9 +101,9 @@ def _sample_plane(rng: np.random.Generator, size: int, plane: str) -> tuple[dict
         pos = rng.uniform(-72.0, 22.0)
         world = (ur, pos + tilt[0] * ur + tilt[1] * vr, -vr + 18.0)
     coords = np.stack([(w - o) / st for w, o, st in zip(world, vol["origin"], vol["step"])])
-    sampled = {k: ndimage.map_coordinates(vol[k], coords, order=1, mode="constant", cval=0.0).astype(np.float32)
-               for k in ("t1", "gm", "wm", "mask")}
-    return sampled, float(pos)
+    t1 = ndimage.map_coordinates(vol["t1"], coords, order=1, mode="constant", cval=0.0).astype(np.float32)
+    tissue = ndimage.map_coordinates(vol["tissue"], coords, order=0, mode="constant", cval=0)
+    return t1, tissue.astype(np.uint8), float(pos)
 
 
 def _tissue_labels(gm: np.ndarray, wm: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -161,9 +165,7 @@ def render_brain_slice(rng: np.random.Generator, size: int, lesions: list[tuple[
     """
     if plane is None:
         plane = "axial" if rng.random() < 0.7 else "coronal"
-    sampled, pos = _sample_plane(rng, size, plane)
-    tissue = _tissue_labels(sampled["gm"], sampled["wm"], sampled["mask"])
-    image = sampled["t1"].copy()
+    image, tissue, pos = _sample_plane(rng, size, plane)
     parenchyma = tissue >= 2
     wm = tissue == 3
     wm_level = float(np.median(image[wm])) if wm.any() else float(np.percentile(image, 95))

@@ -28,7 +28,7 @@ Sample = tuple[np.ndarray, Any, int, dict[str, Any]]
 
 # Lesion-size classes of the downstream task, by measured in-slice lesion area (mm^2).
 # The gap between them keeps the label unambiguous at either resolution.
-LESION_SIZE_BOUNDS_MM2 = {"small": (25.0, 220.0), "large": (380.0, 1400.0)}
+LESION_SIZE_BOUNDS_MM2 = {"small": (40.0, 300.0), "large": (550.0, 1800.0)}
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def _mri_lesion_size(rng, index, size) -> Sample:
     if label == 0:
         return brain.render_brain_slice(rng, size).image[None], 0, 0, {"lesion_area_mm2": 0.0}
     lo, hi = LESION_SIZE_BOUNDS_MM2["small" if label == 1 else "large"]
-    diameters = (10.0, 15.0) if label == 1 else (25.0, 36.0)
+    diameters = (12.0, 18.0) if label == 1 else (28.0, 42.0)
     for _ in range(40):
         s = brain.render_brain_slice(rng, size, _lesions(rng, 1, diameter_mm=diameters))
         if s.lesion_area_mm2 and lo <= s.lesion_area_mm2[0] <= hi:
@@ -221,7 +221,8 @@ def _xray_nodule_det(rng, index, size) -> Sample:
 def _fundus_lesion(rng, index, size) -> Sample:
     label = index % 3
     f = fundus.render_fundus(rng, size, label)
-    return f.image, label, label, {"haemorrhage_px": float((f.lesion == 1).sum()), "exudate_px": float((f.lesion == 2).sum())}
+    facts = {"haemorrhage_px": float((f.lesion == 1).sum()), "exudate_px": float((f.lesion == 2).sum())}
+    return f.image, label, label, facts
 
 
 _T, _M, _X, _O = Modality.TOMOGRAPHIC, Modality.MICROSCOPIC, Modality.XRAY, Modality.OTHER
@@ -266,7 +267,7 @@ CATALOG: tuple[SyntheticTask, ...] = (
                   source="projected torso phantom"),
     SyntheticTask("mri_lesion_size_cls", "downstream", "in-domain", TaskKind.CLASSIFICATION, _T,
                   ("no_lesion", "small", "large"), 1, 360,
-                  "Brain MRI slice (new slices): lesion burden none / small (<=220 mm2) / large (>=380 mm2)",
+                  "Brain MRI slice (new slices): lesion burden none / small (<=300 mm2) / large (>=550 mm2)",
                   _mri_lesion_size, brain.brain_spacing, source=_MNI),
     SyntheticTask("stain_atypia_cls", "downstream", "in-domain", TaskKind.CLASSIFICATION, _M,
                   ("regular", "atypical"), 3, 360,

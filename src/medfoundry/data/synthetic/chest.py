@@ -163,7 +163,8 @@ def render_chest(rng: np.random.Generator, size: int, nodule_diameters_mm: list[
     counts = rng.poisson(n0 * np.exp(-line_integral)).astype(np.float64)
     log_image = np.log(n0 / np.maximum(counts, 0.5))
     log_image = ndimage.gaussian_filter(log_image, 0.5 * size / 64)
-    image = (log_image - np.percentile(log_image, 1)) / max(np.percentile(log_image, 99.5) - np.percentile(log_image, 1), 1e-6)
+    lo, hi = np.percentile(log_image, [1.0, 99.5])
+    image = (log_image - lo) / max(hi - lo, 1e-6)
     image = np.clip(image, 0.0, 1.0) ** float(np.exp(rng.uniform(-0.25, 0.25)))
 
     anatomy = np.zeros((size, size), np.uint8)
