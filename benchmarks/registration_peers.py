@@ -20,11 +20,13 @@ images of the moving grid (linear interpolation is exact for a linear function),
 Example::
 
     python benchmarks/registration_peers.py --resolution 2 --pairs 3 --out reg_peers_2mm.json
+    python benchmarks/registration_peers.py --scaling --methods medfoundry,convexadam
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -135,18 +137,19 @@ def run_elastix(pair: dict[str, Any], threads: int) -> np.ndarray:
 
 METHODS: dict[str, tuple[Callable[..., np.ndarray], str | None]] = {
     "none": (run_none, None),
-    "medfoundry": (run_ours, None),
-    "convexadam": (run_convexadam, "convexAdam"),
+    "medfoundry": (run_ours, "medfoundry.registration.api"),
+    "convexadam": (run_convexadam, "convexAdam.convex_adam_MIND"),
     "ants_syn": (run_ants, "ants"),
     "elastix_bspline": (run_elastix, "itk"),
 }
 
 
 def available(module: str | None) -> tuple[bool, str]:
+    """Import the method's module now, so import time never counts as runtime."""
     if module is None:
         return True, ""
     try:
-        __import__(module)
+        importlib.import_module(module)
         if module == "itk":
             import itk
 
@@ -207,6 +210,62 @@ def markdown(results: dict[str, Any], resolution: int) -> str:
     return "\n".join(lines)
 
 
+def _scaling_pair(path: Path) -> None:
+    """A 160 x 224 x 192 pair: MNI152 1 mm crop and its warp by a smooth field (up to 6 voxels)."""
+    import importlib.util
+
+    import nibabel as nib
+
+    from medfoundry.randomfields import random_displacement, warp_array
+
+    root = Path(importlib.util.find_spec("nilearn").submodule_search_locations[0]) / "datasets" / "data"
+    t1 = np.asarray(nib.load(root / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz").dataobj).astype(np.float32)
+    t1 = np.pad(t1, ((0, 0), (0, 0), (2, 1)))[18:178, 4:228, :192] / 255.0
+    rng = np.random.default_rng(0)
+    fixed = warp_array(t1, random_displacement(t1.shape, 6.0, 16.0, rng))
+    moving = t1 + 0.01 * rng.standard_normal(t1.shape).astype(np.float32)
+    np.savez(path, fixed=fixed.astype(np.float32), moving=moving.astype(np.float32))
+
+
+def _scaling_worker(method: str, path: str, threads: int) -> dict[str, Any]:
+    """Run one method on the saved pair in this (fresh) process; peak RSS covers only this run."""
+    import resource
+
+    _set_threads(threads)
+    data = np.load(path)
+    pair = {"fixed": data["fixed"], "moving": data["moving"], "spacing": (1.0, 1.0, 1.0)}
+    fn, module = METHODS[method]
+    if module:
+        importlib.import_module(module)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn(pair, threads)
+    return {"method": method, "shape": list(pair["fixed"].shape), "threads": threads,
+            "wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_before_mb": before,
+            "loadavg": open("/proc/loadavg").read().split()[:3] if Path("/proc/loadavg").exists() else None}
+
+
+def scaling(methods: list[str], threads: int) -> list[dict[str, Any]]:
+    """Time and peak memory of each method on a 160 x 224 x 192 pair, each in a fresh process."""
+    import multiprocessing
+
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / "pair.npz")
+        _scaling_pair(Path(path))
+        context = multiprocessing.get_context("spawn")
+        for method in methods:
+            ok, reason = available(METHODS[method][1])
+            if not ok:
+                out.append({"method": method, "available": False, "reason": reason})
+                continue
+            with context.Pool(1) as pool:
+                out.append(pool.apply(_scaling_worker, (method, path, threads)))
+            print(json.dumps(out[-1]), file=sys.stderr, flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--resolution", type=int, default=2, help="MNI152 template resolution, mm (1 or 2)")
@@ -217,8 +276,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a medfoundry registration parameter")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON here (atomically)")
+    parser.add_argument("--scaling", action="store_true",
+                        help="instead: time and peak RSS on a 160x224x192 pair, one fresh process per method")
     args = parser.parse_args(argv)
     _set_threads(args.threads)
+    if args.scaling:
+        names = [m.strip() for m in args.methods.split(",") if m.strip() and m.strip() != "none"]
+        rows = scaling(names, args.threads)
+        if args.out is not None:
+            from medfoundry.utils import atomic_write_json
+
+            atomic_write_json(args.out, {"scaling": rows})
+        print(json.dumps(rows, indent=1))
+        return 0
 
     from medfoundry.registration.presets import parse_overrides
     from medfoundry.registration.synthetic import make_pair

@@ -64,7 +64,7 @@ def run_demo(out: str | Path, seed: int = 0, rounds: int = 300, single_rounds: i
     console.rule("3/4 transfer: data-efficiency sweep on the held-out tasks")
     run_sweep(db_root, encoders=[f"multitask={run / 'model'}", f"single_task={single / 'model'}"],
               out=out / "transfer", fractions=fractions, seeds=seeds, modes=("frozen", "finetune"),
-              device=device)
+              finetune_max_steps=60, patience=3, device=device)
     timings["transfer_s"] = time.perf_counter() - t0
 
     console.rule("4/4 report")

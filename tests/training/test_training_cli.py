@@ -54,3 +54,24 @@ def test_pretrain_info_extract(toy_db, tmp_path, capsys):
 def test_pretrain_needs_a_database(tmp_path, capsys):
     assert main(["pretrain", "--out", str(tmp_path / "r"), "--no-progress"]) == 2
     assert "--database" in capsys.readouterr().err
+
+
+def test_extract_image_files(toy_db, tmp_path):
+    from PIL import Image
+
+    from medfoundry.models import FoundationModel
+
+    model = FoundationModel("resnet_small", tasks=[toy_db.task("toy_cls")])
+    model.save_pretrained(tmp_path / "enc")
+    rng = np.random.default_rng(0)
+    files = []
+    for i, shape in enumerate([(40, 48), (32, 32, 3)]):
+        Image.fromarray((rng.random(shape) * 255).astype(np.uint8)).save(tmp_path / f"{i}.png")
+        files += ["--images", str(tmp_path / f"{i}.png")]
+    assert main(["extract", "--encoder", str(tmp_path / "enc"), *files, "--modality", "x-ray",
+                 "--out", str(tmp_path / "f.npz")]) == 0
+    with np.load(tmp_path / "f.npz") as data:
+        assert data["embeddings"].shape == (2, model.trunk.embed_dim)
+        assert data["source"].tolist() == [str(tmp_path / "0.png"), str(tmp_path / "1.png")]
+    assert main(["extract", "--encoder", str(tmp_path / "enc"), "--images", "nope.png",
+                 "--out", str(tmp_path / "g.npz")]) == 2

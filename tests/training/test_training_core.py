@@ -243,3 +243,13 @@ def test_trainer_writes_log_and_checkpoint_and_resumes_in_process(toy_db, tmp_pa
     assert again.resume() and again.round == 4
     for key, value in first.model.state_dict().items():
         assert torch.equal(value, again.model.state_dict()[key]), key
+
+
+def test_resumed_log_drops_later_and_truncated_lines(tmp_path):
+    from medfoundry.training import read_metrics
+    from medfoundry.training.logging import RunLogger
+
+    (tmp_path / "metrics.jsonl").write_text('{"kind": "train", "round": 1}\n{"kind": "train", "round": 2}\n'
+                                            '{"kind": "train", "round": 3}\n{"kind": "tra')
+    RunLogger(tmp_path, resume_round=2).log({"kind": "train", "round": 3, "x": 1.0})
+    assert [(r["round"], r.get("x")) for r in read_metrics(tmp_path)] == [(1, None), (2, None), (3, 1.0)]

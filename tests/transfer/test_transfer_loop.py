@@ -63,3 +63,18 @@ def test_finetune_step_cap():
     # the random-init 100 % reference keeps the full budget unless told otherwise
     assert cfg.for_run("finetune", reference=True).max_steps == 300
     assert cfg.replace(reference_full_budget=False).for_run("finetune", reference=True).max_steps == 20
+
+
+def test_goal_fractions_added_by_role():
+    from medfoundry.transfer import parse_encoder, plan_runs
+
+    cfg = TransferConfig(fractions=(0.1,), seeds=1, modes=("frozen",))
+    src = [parse_encoder("random")]
+    roles = {"a": "in-domain", "b": "out-of-domain", "c": None}
+    plan = plan_runs(["a", "b", "c"], src, cfg, roles=roles)
+    got = {(t, m): sorted(f for tt, _, mm, _, f in plan if tt == t and mm == m) for t, _, m, _, _ in plan}
+    assert got[("a", "frozen")] == [0.01, 0.1, 1.0]
+    assert got[("b", "frozen")] == [0.1, 0.5, 1.0]
+    assert got[("c", "frozen")] == [0.1] and got[("c", "finetune")] == [0.1]
+    plain = plan_runs(["a"], src, cfg.replace(goal_fractions=False), roles=roles)
+    assert sorted({p[4] for p in plain}) == [0.1]

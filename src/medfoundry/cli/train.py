@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -83,7 +84,7 @@ def pretrain_command(
         raise ConfigError("pretrain: give --database (or a --config naming 'database')")
     run = pretrain(cfg)
     final = run / FINAL_METRICS_FILE
-    if final.is_file():
+    if final.is_file() and int(os.environ.get("RANK", "0")) == 0:  # one table under torchrun
         data = json.loads(final.read_text(encoding="utf-8"))
         console.print(metrics_table(data["metrics"], title=f"validation after {data['round']} rounds"))
         console.print(f"model saved to {run / 'model'}")

@@ -39,6 +39,10 @@ def transfer(
     min_steps: Optional[int] = typer.Option(None, help="Minimum optimizer steps per run (default 30)."),
     finetune_max_steps: Optional[int] = typer.Option(None, help="Lower step cap for fine-tuning runs (default: "
                                                      "--max-steps)."),
+    goal_fractions: Optional[bool] = typer.Option(
+        None, "--goal-fractions/--no-goal-fractions",
+        help="Also run 1 % on in-domain and 50 % on out-of-domain tasks, where the report's goals are judged "
+             "(default: yes)."),
     reference_full_budget: Optional[bool] = typer.Option(
         None, "--reference-full-budget/--reference-capped",
         help="Let the random-init 100 % reference run use --max-steps even when --finetune-max-steps is lower "
@@ -66,7 +70,8 @@ def transfer(
     cfg = TransferConfig().replace(
         fractions=_fractions(fractions), seeds=seeds, modes=tuple(mode) if mode else None, device=device,
         max_epochs=epochs, max_steps=max_steps, min_steps=min_steps,
-        finetune_max_steps=finetune_max_steps, reference_full_budget=reference_full_budget, patience=patience, batch_size=batch_size,
+        finetune_max_steps=finetune_max_steps, reference_full_budget=reference_full_budget,
+        goal_fractions=goal_fractions, patience=patience, batch_size=batch_size,
         lr=lr, probe_lr=probe_lr, encoder_lr_ratio=encoder_lr_ratio, val_policy=val_policy, probe=probe,
         probe_multiscale=probe_multiscale,
         single_task_rounds=single_task_rounds, progress=progress)

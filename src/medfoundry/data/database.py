@@ -8,7 +8,8 @@ Layout (documented for users in docs/database_format.md)::
         images.npy             (N, C, *image_size), float16/float32/uint8, memory-mapped
         labels.npy             classification (N,) int64 | multilabel (N, K) uint8
         masks.npy              segmentation (N, *image_size) uint8 (class index per pixel)
-        boxes.npy              detection (M, 4) float32, x0 y0 x1 y1 in pixels (x = column)
+        boxes.npy              detection (M, 4) float32, x0 y0 x1 y1 in pixels (x = column);
+                               3D: (M, 6) x0 y0 z0 x1 y1 z1 in voxels
         box_labels.npy         detection (M,) int64, index into classes
         box_offsets.npy        detection (N + 1,) int64: sample i owns boxes[off[i]:off[i+1]]
         spacing.npy            optional (N, spatial_dims) float32, mm per pixel/voxel
@@ -149,7 +150,7 @@ class MultiTaskDatabase:
         off = self.array(task, "box_offsets")
         a, b = int(off[index]), int(off[index + 1])
         return {
-            "boxes": np.array(self.array(task, "boxes")[a:b], dtype=np.float32).reshape(-1, 4),
+            "boxes": np.array(self.array(task, "boxes")[a:b], dtype=np.float32).reshape(-1, 2 * self.task(task).spatial_dims),
             "labels": np.array(self.array(task, "box_labels")[a:b], dtype=np.int64),
         }
 
@@ -248,7 +249,8 @@ class TaskWriter:
         shape = (n, spec.channels, *spec.image_size)
         self.images = np.lib.format.open_memmap(folder / "images.npy", mode="w+", dtype=image_dtype, shape=shape)
         self._filled = np.zeros(n, dtype=bool)
-        self._boxes: list[np.ndarray] = [np.zeros((0, 4), np.float32)] * n
+        self._box_width = 2 * spec.spatial_dims  # (x0, y0, x1, y1) in 2D, (x0, y0, z0, x1, y1, z1) in 3D
+        self._boxes: list[np.ndarray] = [np.zeros((0, self._box_width), np.float32)] * n
         self._box_labels: list[np.ndarray] = [np.zeros(0, np.int64)] * n
         self._spacing: np.ndarray | None = None
         self._splits: dict[str, list[int]] | None = None
@@ -286,7 +288,7 @@ class TaskWriter:
                                 f"expected {tuple(spec.image_size)}", field="masks")
             self.masks[i] = mask.astype(np.uint8)
         else:
-            boxes = np.asarray(target["boxes"], dtype=np.float32).reshape(-1, 4)
+            boxes = np.asarray(target["boxes"], dtype=np.float32).reshape(-1, self._box_width)
             labels = np.asarray(target["labels"], dtype=np.int64).reshape(-1)
             if len(boxes) != len(labels):
                 raise DataError(f"task {spec.name!r} sample {i}: {len(boxes)} boxes but {len(labels)} labels",
@@ -327,7 +329,7 @@ class TaskWriter:
         else:
             offsets = np.zeros(self.n + 1, dtype=np.int64)
             offsets[1:] = np.cumsum([len(b) for b in self._boxes])
-            np.save(self.folder / "boxes.npy", np.concatenate(self._boxes).astype(np.float32).reshape(-1, 4))
+            np.save(self.folder / "boxes.npy", np.concatenate(self._boxes).astype(np.float32).reshape(-1, self._box_width))
             np.save(self.folder / "box_labels.npy", np.concatenate(self._box_labels).astype(np.int64))
             np.save(self.folder / "box_offsets.npy", offsets)
         if self._spacing is not None:

@@ -69,7 +69,7 @@ def collate(samples: list[dict[str, Any]], task: str, kind: TaskKind) -> dict[st
     elif kind is TaskKind.SEGMENTATION:
         target = torch.from_numpy(np.stack(targets)).long()
     else:
-        target = [{"boxes": torch.from_numpy(t["boxes"]).float().reshape(-1, 4),
+        target = [{"boxes": torch.from_numpy(t["boxes"]).float(),
                    "labels": torch.from_numpy(t["labels"]).long()} for t in targets]
     spacings = [s["spacing"] for s in samples]
     spacing = None if any(sp is None for sp in spacings) else torch.tensor(spacings, dtype=torch.float32)

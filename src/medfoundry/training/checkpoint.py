@@ -67,6 +67,8 @@ def save_checkpoint(run_dir: str | Path, round_: int, state: dict[str, Any], kee
         torch.save(payload, tmp)
     for _, old in list_checkpoints(run_dir)[:-max(1, keep)]:
         old.unlink(missing_ok=True)
+    for stale in path.parent.glob(".round_*.tmp"):  # left by a process killed mid-write
+        stale.unlink(missing_ok=True)
     return path
 
 

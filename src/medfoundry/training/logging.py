@@ -49,8 +49,9 @@ class RunLogger:
         if resume_round is not None and self.path.is_file():
             from ..utils import atomic_write_text
 
+            # A line cut short by a kill mid-write does not parse: it goes too.
             keep = [line for line in self.path.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and json.loads(line).get("round", 0) <= resume_round]
+                    if (record := _parse(line)) is not None and record.get("round", 0) <= resume_round]
             atomic_write_text(self.path, "".join(line + "\n" for line in keep))
         if tensorboard:
             try:
@@ -96,7 +97,17 @@ def read_metrics(run_dir: str | Path, kind: str | None = None) -> Iterator[dict[
     if not path.is_file():
         return
     for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            record = json.loads(line)
-            if kind is None or record.get("kind") == kind:
-                yield record
+        record = _parse(line)
+        if record is not None and (kind is None or record.get("kind") == kind):
+            yield record
+
+
+def _parse(line: str) -> dict[str, Any] | None:
+    """One record, or ``None`` for a blank or truncated line (a run killed mid-write)."""
+    if not line.strip():
+        return None
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) else None

@@ -8,7 +8,6 @@ heads sit on the device.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch

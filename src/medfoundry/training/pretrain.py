@@ -13,7 +13,7 @@ from ..errors import ConfigError
 from ..utils import atomic_write_json, resolve_device, seed_everything
 from .checkpoint import latest_checkpoint
 from .config import RESUMABLE_OVERRIDES, PretrainConfig
-from .distributed import barrier, init_distributed
+from .distributed import barrier, init_distributed, shutdown
 from .multitask import MultiTaskTrainer, resolve_tasks
 
 __all__ = ["pretrain", "pretrain_demo", "build_model", "CONFIG_FILE", "FINAL_METRICS_FILE", "MODEL_DIR"]
@@ -75,6 +75,9 @@ def pretrain(config: PretrainConfig, model_factory: ModelFactory | None = None) 
     else:
         config = config.replace(tasks=resolve_tasks(db, config.tasks))
     device = resolve_device(config.device)
+    import torch.distributed
+
+    owns_group = not torch.distributed.is_initialized()
     ctx = init_distributed(device)
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -92,18 +95,22 @@ def pretrain(config: PretrainConfig, model_factory: ModelFactory | None = None) 
         model.save_pretrained(out / MODEL_DIR)
         atomic_write_json(out / FINAL_METRICS_FILE, {"round": trainer.round, "split": "val", "metrics": metrics})
     barrier(ctx)
+    if owns_group:
+        shutdown(ctx)
     return out
 
 
-def pretrain_demo(db_root: str | Path, out: str | Path, rounds: int = 60, tasks: Sequence[str] | None = None,
+def pretrain_demo(db_root: str | Path, out: str | Path, rounds: int = 80, tasks: Sequence[str] | None = None,
                   batch_size: int = 16, seed: int = 0, progress: bool = True, **overrides: Any) -> Path:
     """Small, fast pretraining for the demo (CPU friendly): resnet_small, all pretrain tasks.
 
     Warm-up is 10 % of the rounds, one checkpoint at the end plus one at each quarter, and
     validation only at the end (capped at 64 samples per task). Speed measured on the
-    11-task 64 x 64 synthetic database, batch 16 per task, one thread: about 3.7 s per
-    round (0.27 rounds/s) on a busy shared 2-core machine, so 60 rounds take about 4 min.
-    ``sampling="random_k", tasks_per_round=4`` (as an override) makes a round ~2.7x cheaper.
+    11-task 64 x 64 synthetic database, batch 16 per task, ``torch.set_num_threads(1)``:
+    1.9 s per round (0.52 rounds/s) on a lightly loaded 2-core machine, 3.7 s when other
+    jobs share it, so 80 rounds take 2.5-5 min. Two threads on a shared 2-core machine were
+    3-10x *slower* (OpenMP oversubscription). ``sampling="random_k", tasks_per_round=4``
+    (an override) makes a round ~2.7x cheaper.
     """
     config = PretrainConfig(database=str(db_root), out=str(out), rounds=rounds,
                             tasks=None if tasks is None else list(tasks), batch_size=batch_size, seed=seed,

@@ -45,6 +45,9 @@ class TransferConfig:
         finetune_max_steps: a lower cap for fine-tuning runs, whose steps cost a full
             forward/backward pass (``None``: ``max_steps``). Frozen runs train on cached
             features and are cheap, so they keep ``max_steps``.
+        goal_fractions: also run the fractions the report's goals are judged at: 1 % on
+            tasks whose ``extra["role"]`` is ``in-domain`` and 50 % on ``out-of-domain`` tasks
+            (only those tasks get the extra fraction).
         reference_full_budget: the reference run every goal is measured against (random init,
             fine-tuned, 100 % of the data) ignores ``finetune_max_steps`` and trains up to
             ``max_steps``, so a tight budget cannot flatter the pretrained encoders by
@@ -81,6 +84,7 @@ class TransferConfig:
     min_steps: int = 30
     max_steps: int = 300
     finetune_max_steps: int | None = None
+    goal_fractions: bool = True
     reference_full_budget: bool = True
     eval_every: int | None = None
     min_eval_interval: int = 10

@@ -62,22 +62,33 @@ def software_versions(device: torch.device | None = None) -> dict[str, Any]:
     return out
 
 
+# Fractions the report's goals are judged at (see medfoundry.reports.html), by task role.
+GOAL_FRACTIONS = {"in-domain": 0.01, "out-of-domain": 0.5}
+
+
 def plan_runs(tasks: Sequence[str], sources: Sequence[EncoderSource], cfg: TransferConfig,
-              random_finetune: bool = True) -> list[tuple[str, EncoderSource, str, int, float]]:
+              random_finetune: bool = True, roles: dict[str, str | None] | None = None
+              ) -> list[tuple[str, EncoderSource, str, int, float]]:
     """Every ``(task, source, mode, seed, fraction)`` of a sweep, in execution order.
 
     With ``random_finetune``, random-init encoders always run in ``finetune`` mode (the
-    baseline every goal compares with) besides the requested modes.
+    baseline every goal compares with) besides the requested modes. With
+    ``cfg.goal_fractions`` a task whose role (``roles[task]``) has a goal also runs that
+    goal's fraction (and 100 %, the reference).
     """
     plan = []
     for task in tasks:
+        fractions = set(cfg.fractions)
+        role = (roles or {}).get(task)
+        if cfg.goal_fractions and role in GOAL_FRACTIONS:
+            fractions |= {GOAL_FRACTIONS[role], 1.0}
         for src in sources:
             modes = list(cfg.modes)
             if random_finetune and src.kind == "random" and "finetune" not in modes:
                 modes.append("finetune")
             for mode in modes:
                 for seed in range(cfg.seeds):
-                    for fraction in cfg.fractions:
+                    for fraction in sorted(fractions):
                         plan.append((task, src, mode, seed, fraction))
     return plan
 
@@ -137,7 +148,8 @@ def run_sweep(database: str | Path, encoders: Sequence[str], out: str | Path, ta
     store = ResultStore(out)
     _write_config(out, database, tasks, sources, cfg, store)
     atomic_write_json(out / "versions.json", software_versions(device))
-    plan = plan_runs(tasks, sources, cfg, random_finetune=baseline)
+    roles = {t: db.task(t).extra.get("role") for t in tasks}
+    plan = plan_runs(tasks, sources, cfg, random_finetune=baseline, roles=roles)
     done = store.done()
     cache = feature_cache if feature_cache is not None else FeatureCache()
     prepared: dict[str, EncoderSource] = {}
