@@ -19,7 +19,7 @@ from ..utils import resolve_device
 from .affine import affine_align
 from .convex_adam import StageTimes, convex_adam, feature_levels
 from .features import label_features, mind_ssc
-from .fields import field_to_numpy, field_to_torch, identity_grid, warp
+from .fields import affine_to_field, field_to_numpy, field_to_torch, identity_grid, warp
 from .presets import RegistrationConfig, get_preset
 
 __all__ = ["RegistrationResult", "register_images", "warp_volume", "resolve_config"]
@@ -128,7 +128,7 @@ def register_images(fixed: np.ndarray, moving: np.ndarray, fixed_mask: np.ndarra
         if cfg.affine:
             matrix = affine_align(fixed_t, moving_t, cfg.affine_iterations, cfg.affine_lr, fmask, mmask,
                                   cfg.mind_radius, cfg.mind_dilation)
-            affine_disp = _affine_disp(matrix, shape, dev)
+            affine_disp = affine_to_field(matrix.to(dev), shape)
             moving_t = warp(moving_t, affine_disp)
             if mmask is not None:
                 mmask = warp(mmask, affine_disp, mode="nearest")
@@ -172,12 +172,6 @@ def register_images(fixed: np.ndarray, moving: np.ndarray, fixed_mask: np.ndarra
         config=cfg.to_dict(),
         device=str(dev),
     )
-
-
-def _affine_disp(matrix: torch.Tensor, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    from .fields import affine_to_field
-
-    return affine_to_field(matrix.to(device), shape)
 
 
 def warp_volume(moving: np.ndarray, disp: np.ndarray, order: int = 1, device: str = "cpu") -> np.ndarray:
