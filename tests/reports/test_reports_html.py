@@ -4,7 +4,6 @@ import base64
 import json
 import re
 
-import numpy as np
 import pytest
 
 from medfoundry.errors import DataError

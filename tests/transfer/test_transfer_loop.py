@@ -1,6 +1,5 @@
 """Early stopping of medfoundry.transfer.loop.fit on a scripted validation sequence."""
 
-import numpy as np
 import pytest
 import torch
 from torch import nn

@@ -32,20 +32,14 @@ LabelsModeOpt = Annotated[bool, typer.Option(
 
 def _read_nifti(path: Path, what: str) -> tuple[np.ndarray, np.ndarray]:
     """Volume and 4x4 affine of a NIfTI file; raises ``RegistrationError`` naming the file."""
-    import nibabel as nib
+    from ..registration.learn2reg import read_nifti
 
-    if not path.is_file():
-        raise RegistrationError(f"{path}: {what} not found")
-    try:
-        image = nib.load(str(path))
-        data = np.asanyarray(image.dataobj)
-    except Exception as err:  # nibabel raises many unrelated types for corrupt files
-        raise RegistrationError(f"{path}: cannot read {what} as NIfTI ({err})") from err
+    data, affine, _ = read_nifti(path, what)
     if data.ndim == 4 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim != 3:
         raise RegistrationError(f"{path}: {what} must be a 3D volume, found shape {data.shape}")
-    return data, np.asarray(image.affine, dtype=np.float64)
+    return data, affine
 
 
 def _write_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> None:

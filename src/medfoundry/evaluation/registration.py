@@ -29,7 +29,6 @@ Metrics
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from scipy import ndimage
 
 from ..errors import RegistrationError
 from ..registration.learn2reg import (
+    read_json,
     EvaluationConfig,
     EvaluationMethod,
     Learn2RegDataset,
@@ -598,12 +598,7 @@ def load_runtimes(runtimes: str | Path | Mapping[str, float] | None) -> dict[str
         return {}
     if not isinstance(runtimes, Mapping):
         path = Path(runtimes)
-        try:
-            runtimes = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError as err:
-            raise RegistrationError(f"{path}: runtime file not found") from err
-        except json.JSONDecodeError as err:
-            raise RegistrationError(f"{path}: not valid JSON ({err})") from err
+        runtimes = read_json(path, "runtime file")
         if not isinstance(runtimes, Mapping):
             raise RegistrationError(f"{path}: expected an object {{pair id: seconds}}")
     out = {}

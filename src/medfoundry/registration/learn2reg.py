@@ -412,13 +412,7 @@ def load_evaluation_config(path: str | Path) -> EvaluationConfig:
     Raises:
         RegistrationError: missing file, invalid JSON, or a key that breaks the schema (named).
     """
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as err:
-        raise RegistrationError(f"{path}: evaluation config not found") from err
-    except json.JSONDecodeError as err:
-        raise RegistrationError(f"{path}: not valid JSON ({err})") from err
+    data = read_json(path, "evaluation config")
     return evaluation_config_from_dict(data, source=str(path))
 
 
@@ -458,11 +452,11 @@ def write_points_csv(path: str | Path, points: np.ndarray) -> None:
         np.savetxt(tmp, np.asarray(points, dtype=np.float64), delimiter=",", fmt="%.5f")
 
 
-def load_volume(path: str | Path, what: str = "image") -> tuple[np.ndarray, tuple[float, ...]]:
-    """Load a NIfTI volume and its voxel size (mm, array axis order).
+def read_nifti(path: str | Path, what: str = "image") -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    """Array (on-disk axis order), 4x4 affine and voxel size (mm) of a NIfTI file.
 
     Raises:
-        RegistrationError: missing or unreadable file.
+        RegistrationError: missing or unreadable file (naming it and ``what`` it should hold).
     """
     import nibabel as nib
 
@@ -475,7 +469,28 @@ def load_volume(path: str | Path, what: str = "image") -> tuple[np.ndarray, tupl
     except Exception as err:  # nibabel raises several unrelated types for corrupt files
         raise RegistrationError(f"{path}: cannot read {what} ({err})") from err
     spacing = tuple(float(z) for z in img.header.get_zooms()[:3])
+    return data, np.asarray(img.affine, dtype=np.float64), spacing
+
+
+def load_volume(path: str | Path, what: str = "image") -> tuple[np.ndarray, tuple[float, ...]]:
+    """Load a NIfTI volume and its voxel size (mm, array axis order).
+
+    Raises:
+        RegistrationError: missing or unreadable file.
+    """
+    data, _, spacing = read_nifti(path, what)
     return data, spacing
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    """Parsed JSON of ``path``; a missing file or bad JSON raises ``RegistrationError`` naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise RegistrationError(f"{path}: {what} not found") from err
+    except json.JSONDecodeError as err:
+        raise RegistrationError(f"{path}: not valid JSON ({err})") from err
 
 
 def load_spacing(path: str | Path) -> tuple[float, ...]:
