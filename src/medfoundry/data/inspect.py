@@ -230,7 +230,9 @@ def contact_sheet(db: MultiTaskDatabase | str | Path, out_png: str | Path, tasks
             axes[row, -1].legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7,
                                  frameon=False)
     fig.suptitle(f"{db.name}: {per_task} random samples per task (seed {seed})", fontsize=10)
-    fig.tight_layout()
+    # Reserve a fixed band (in inches) for the title so it never overlaps the first row's titles.
+    height = fig.get_figheight()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / height))
     out_png = Path(out_png)
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
