@@ -83,3 +83,15 @@ def test_box_iou_3d_and_shape_errors():
     pred = {"boxes": np.zeros((0, 6)), "scores": np.zeros(0), "labels": np.zeros(0, int)}
     m = detection_metrics([pred], [{"boxes": np.array([[0, 0, 0, 2, 2, 2.0]]), "labels": np.array([0])}], 1)
     assert m["map50"] == 0.0
+
+
+def test_coco_summary_3d_has_no_size_ranges():
+    from medfoundry.evaluation.detection import COCO_STATS, coco_summary
+
+    pred = {"boxes": np.array([[0, 0, 0, 2, 2, 2.0]]), "scores": np.array([0.9]), "labels": np.array([0])}
+    gt = {"boxes": np.array([[0, 0, 0, 2, 2, 2.0]]), "labels": np.array([0])}
+    out = coco_summary([pred], [gt], 1)
+    assert list(out) == list(COCO_STATS)
+    assert out["AR100"] == 1.0
+    assert out["AP"] == pytest.approx(1.0)  # COCO divides by tp + fp + eps
+    assert all(math.isnan(out[k]) for k in ("APs", "APm", "APl", "ARs", "ARm", "ARl"))

@@ -64,3 +64,19 @@ def test_hd95_empty_policies():
     # diagonal penalty of a 4 x 4 image: sqrt(16 + 16) px; with spacing (1, 2): sqrt(16 + 64) mm
     assert hd95(a, b, empty="diagonal") == pytest.approx(math.sqrt(32))
     assert hd95(b, a, spacing=(1, 2), empty="diagonal") == pytest.approx(math.sqrt(80))
+
+
+def test_nsd_per_label_and_empty_policies():
+    seg = pytest.importorskip("medfoundry.evaluation.segmentation")
+    pred = np.zeros((10, 10), int)
+    ref = np.zeros((10, 10), int)
+    pred[2:6, 2:6] = 1
+    ref[2:6, 3:7] = 1  # label 1 shifted by one pixel
+    ref[7:9, 7:9] = 2  # label 2 missing from pred
+    assert seg.nsd(pred, ref, 1, spacing=(1.0, 1.0), tolerance_mm=1.0) == 1.0
+    assert seg.nsd(pred, ref, 1, spacing=(1.0, 3.0), tolerance_mm=1.0) < 1.0  # the shift is 3 mm
+    assert seg.nsd(pred, ref, 2, spacing=(1.0, 1.0)) == 0.0
+    assert np.isnan(seg.nsd(pred, ref, 3, spacing=(1.0, 1.0)))
+    assert seg.nsd(pred, ref, 3, spacing=(1.0, 1.0), empty="one") == 1.0
+    values = seg.per_class_nsd(pred, ref, num_classes=3, spacing=(1.0, 1.0), tolerance_mm=1.0)
+    assert values.tolist() == [1.0, 0.0]

@@ -14,13 +14,15 @@ from medfoundry.evaluation.surface import (
     directed_percentile,
     hausdorff_percentile,
     hd95,
+    surface_dice,
     surface_distances,
 )
 
 
 def _code(corners_inside, ndim):
+    # Corner k (C order) is bit 2**ndim - 1 - k, the reference's order.
     offsets = list(itertools.product((0, 1), repeat=ndim))
-    return sum(1 << offsets.index(c) for c in corners_inside)
+    return sum(1 << (len(offsets) - 1 - offsets.index(c)) for c in corners_inside)
 
 
 def test_2d_cell_lengths_by_hand():
@@ -44,10 +46,16 @@ def test_3d_cell_areas_by_hand():
     assert table[_code(half, 3)] == pytest.approx(1.0)
     scaled = cell_area_table((2.0, 3.0, 5.0))
     assert scaled[_code(half, 3)] == pytest.approx(15.0)  # spans axes 1 and 2
-    # Unambiguous configurations and their complements bound the same surface (ambiguous
-    # ones follow the classic marching-cubes case table, which is not complement-symmetric).
-    for code in (_code([(0, 0, 0)], 3), _code(half, 3), _code([(0, 0, 0), (0, 0, 1)], 3)):
-        assert table[code] == pytest.approx(table[255 - code])
+    # Two corners on a face diagonal: two separate corner triangles, and so is the complement
+    # (the issue's cell code 111: 0.433, where the asymmetric classic table gave 1.299).
+    diagonal = _code([(0, 0, 0), (0, 1, 1)], 3)
+    assert table[diagonal] == pytest.approx(2 * math.sqrt(3) / 8)
+    # Three corners of a face: a pentagon split into triangles of area 1/2, sqrt(3)/4, sqrt(3)/8.
+    three = _code([(0, 0, 0), (0, 0, 1), (0, 1, 0)], 3)
+    assert table[three] == pytest.approx(0.5 + 3 * math.sqrt(3) / 8)
+    # Every configuration and its complement bound the same surface, at any spacing.
+    for t in (table, scaled):
+        assert all(t[code] == t[255 - code] for code in range(256))
 
 
 def test_2d_rectangle_perimeter_by_hand():
@@ -58,16 +66,27 @@ def test_2d_rectangle_perimeter_by_hand():
     assert area.sum() == pytest.approx(2 * 5 + 2 * 8 + 4 * math.sqrt(2) / 2)
 
 
-def test_3d_total_area_matches_marching_cubes():
+def test_3d_box_area_matches_marching_cubes():
     from skimage.measure import marching_cubes, mesh_surface_area
 
-    rng = np.random.default_rng(0)
-    mask = rng.random((7, 8, 6)) > 0.5
+    # A box has no ambiguous cell, so every table agrees with the mesh marching cubes draws.
+    mask = np.zeros((9, 10, 8), bool)
+    mask[2:7, 3:8, 1:6] = True
     spacing = (1.5, 0.8, 2.0)
     _, area, _, _ = surface_distances(mask, mask, spacing)
     verts, faces, _, _ = marching_cubes(np.pad(mask, 1).astype(np.float32), 0.5, spacing=spacing,
                                         method="lorensen")
     assert area.sum() == pytest.approx(mesh_surface_area(verts, faces), rel=1e-5)
+
+
+def test_issue_example_two_voxels_removed_from_a_cube():
+    # Issue 14: the asymmetric table gave HD95 1.0 and total area 14.17; the reference 0.0.
+    a = np.zeros((4, 4, 4), bool)
+    a[1:3, 1:3, 1:3] = True
+    b = a.copy()
+    a[2, 1, 1] = a[2, 2, 2] = False
+    assert hd95(a, b) == 0.0
+    assert hd95(b, a, spacing=(1.0, 2.0, 0.5)) == 0.0
 
 
 @pytest.mark.parametrize("k", [1, 3])
@@ -145,8 +164,8 @@ def _brute_force(a, b, spacing):
         padded = np.pad(mask, 1)
         out = {}
         for idx in itertools.product(*[range(s + 1) for s in mask.shape]):
-            code = sum(int(padded[tuple(i + o for i, o in zip(idx, off))]) << bit
-                       for bit, off in enumerate(offsets))
+            code = sum(int(padded[tuple(i + o for i, o in zip(idx, off))]) << (len(offsets) - 1 - k)
+                       for k, off in enumerate(offsets))
             if 0 < code < (1 << len(offsets)) - 1:
                 out[idx] = table[code]
         return out
@@ -175,3 +194,49 @@ def test_matches_brute_force_on_random_masks(seed):
     d_ab, area_a, d_ba, area_b = got
     expected = (np.sum(d_ab * area_a) + np.sum(d_ba * area_b)) / (area_a.sum() + area_b.sum())
     assert average_surface_distance(a, b, spacing) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_surface_dice_of_a_shifted_box(ndim):
+    a = np.zeros((16,) * ndim, bool)
+    a[(slice(4, 11),) * ndim] = True
+    b = np.roll(a, 2, axis=ndim - 1)
+    spacing = (1.0,) * (ndim - 1) + (0.5,)  # the shift is 2 voxels = 1 mm
+    assert surface_dice(a, a, spacing, 0.0) == 1.0
+    # Every surfel lies within 1 mm of the other surface, the faces across the shift do not
+    # lie within 0.99 mm.
+    assert surface_dice(a, b, spacing, 1.0) == 1.0
+    partial = surface_dice(a, b, spacing, 0.99)
+    assert 0.0 < partial < 1.0
+    assert surface_dice(a, b, spacing, 0.99) == surface_dice(b, a, spacing, 0.99)
+    # In voxels (spacing None) the same shift is 2.
+    assert surface_dice(a, b, None, 2.0) == 1.0
+    assert surface_dice(a, b, None, 1.99) < 1.0
+
+
+def test_surface_dice_empty_and_bad_arguments():
+    a = np.zeros((8, 8), bool)
+    b = a.copy()
+    b[2:5, 3:6] = True
+    assert surface_dice(a, b, (1.0, 1.0), 2.0) == 0.0
+    assert math.isnan(surface_dice(a, a, (1.0, 1.0), 2.0))
+    assert surface_dice(a, a, (1.0, 1.0), 2.0, empty=1.0) == 1.0
+    with pytest.raises(ValueError, match="tolerance_mm"):
+        surface_dice(b, b, (1.0, 1.0), -1.0)
+    with pytest.raises(ValueError, match="empty"):
+        surface_dice(b, b, (1.0, 1.0), 1.0, empty="one")
+
+
+def test_average_surface_distance_reductions():
+    a = np.zeros((12, 12), bool)
+    a[2:6, 2:6] = True
+    b = np.zeros_like(a)
+    b[2:10, 2:6] = True  # longer: its far half lies 4 voxels away at most
+    d_ab, area_a, d_ba, area_b = surface_distances(a, b)
+    mean_ab = np.sum(d_ab * area_a) / area_a.sum()
+    mean_ba = np.sum(d_ba * area_b) / area_b.sum()
+    assert average_surface_distance(a, b, reduction="mean") == pytest.approx((mean_ab + mean_ba) / 2)
+    pooled = average_surface_distance(a, b)
+    assert min(mean_ab, mean_ba) < pooled < max(mean_ab, mean_ba)
+    with pytest.raises(ValueError, match="reduction"):
+        average_surface_distance(a, b, reduction="max")

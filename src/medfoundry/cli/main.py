@@ -23,12 +23,14 @@ app = typer.Typer(
 _SUBAPPS = [
     ("medfoundry.cli.data", "app", "data"),
     ("medfoundry.cli.l2r", "app", "l2r"),
+    ("medfoundry.cli.evaluate", "app", "evaluate"),
     ("medfoundry.models.cli", "app", "models"),
 ]
 _TOP_LEVEL = [
     "medfoundry.cli.train",  # pretrain, extract, info
     "medfoundry.cli.transfer",  # transfer
     "medfoundry.cli.register",  # register (and `l2r run`)
+    "medfoundry.cli.segment",  # segment (3D), and `data import volumes3d`
 ]
 
 

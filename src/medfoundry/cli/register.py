@@ -1,7 +1,8 @@
-"""``medfoundry register`` and ``medfoundry l2r run``: the hybrid convex + Adam registration on NIfTI files.
+"""``medfoundry register`` and ``medfoundry l2r run``: registration of NIfTI/DICOM files.
 
-Thin layer over :func:`medfoundry.registration.api.register_images`. Fields are written as
-Learn2Reg expects: ``(H, W, D, 3)`` float32 voxels, fixed -> moving, with the fixed image's affine.
+Thin layer over :func:`medfoundry.registration.api.register` (any method, any two grids). Fields
+are written as Learn2Reg expects: ``(H, W, D, 3)`` float32 fixed voxels, fixed -> moving, with
+the fixed image's affine; ``--world-out`` adds the world-space (LPS mm) form for ITK/ANTs.
 """
 
 from __future__ import annotations
@@ -42,78 +43,77 @@ def _read_nifti(path: Path, what: str) -> tuple[np.ndarray, np.ndarray]:
     return data, affine
 
 
-def _write_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
-    import nibabel as nib
+def _config(preset: Optional[str], config_file: Optional[Path], overrides: Optional[list[str]], use_labels: bool):
+    """The hybrid method's config from a preset, a YAML file and ``--set`` overrides."""
+    from ..registration.presets import parse_overrides, resolve_config
 
-    from ..utils import atomic_path
-
-    name = path.name
-    if not name.endswith((".nii.gz", ".nii")):
-        raise RegistrationError(f"{path}: output must end in .nii.gz or .nii")
-    with atomic_path(path) as tmp:
-        # nibabel picks compression from the suffix, so write under a name that keeps it.
-        real = tmp.with_name(tmp.name + (".nii.gz" if name.endswith(".gz") else ".nii"))
-        nib.save(nib.Nifti1Image(array, affine), str(real))
-        real.replace(tmp)
-
-
-def _config(preset: str, config_file: Optional[Path], overrides: Optional[list[str]], use_labels: bool):
-    from ..registration.presets import RegistrationConfig, get_preset, parse_overrides
-
-    base = get_preset(preset)
-    if config_file is not None:
-        base = RegistrationConfig.from_yaml(config_file, base=base)
     values: dict[str, Any] = parse_overrides(overrides)
     if use_labels:
         values["features"] = "labels"
-    return base.replace(**values) if values else base
+    return resolve_config("hybrid", preset or "brain_mr", config_file=config_file, **values)[1]
+
+
+def _method_choice(method: Optional[str], rigid: bool, affine_only: bool, deformable: bool) -> tuple[Optional[str], dict[str, str]]:
+    """``--method``/``--rigid``/``--affine-only``/``--deformable`` -> method name and extra overrides."""
+    if rigid and affine_only:
+        raise RegistrationError("--rigid and --affine-only exclude each other")
+    linear = "rigid" if rigid else "affine" if affine_only else None
+    if linear is None:
+        if deformable:
+            raise RegistrationError("--deformable goes with --rigid or --affine-only (the linear step before it)")
+        return method, {}
+    wanted = "hybrid" if deformable else linear
+    if method is not None and method != wanted:
+        raise RegistrationError(f"--method {method} contradicts --{'rigid' if rigid else 'affine-only'}"
+                                f"{' --deformable' if deformable else ''} (which means --method {wanted})")
+    if deformable:
+        return "hybrid", {"affine": "true", "affine_model": linear}
+    return linear, {}
 
 
 def register_command(
-    fixed: Annotated[Path, typer.Argument(help="Fixed image (NIfTI).")],
-    moving: Annotated[Path, typer.Argument(help="Moving image (NIfTI, same grid as the fixed image).")],
-    out: Annotated[Path, typer.Option("--out", help="Displacement field to write (.nii.gz): (H, W, D, 3) voxels, fixed -> moving.")],
+    fixed: Annotated[Path, typer.Argument(help="Fixed image (NIfTI or DICOM); its grid is the output grid.")],
+    moving: Annotated[Path, typer.Argument(help="Moving image (NIfTI or DICOM, any grid: resampled through both affines).")],
+    out: Annotated[Path, typer.Option("--out", help="Displacement field to write (.nii.gz): (H, W, D, 3) fixed voxels, fixed -> moving.")],
     fixed_mask: Annotated[Optional[Path], typer.Option("--fixed-mask", help="Fixed mask (NIfTI).")] = None,
     moving_mask: Annotated[Optional[Path], typer.Option("--moving-mask", help="Moving mask (NIfTI).")] = None,
     fixed_labels: Annotated[Optional[Path], typer.Option("--fixed-labels", help="Fixed segmentation (label-driven mode).")] = None,
-    moving_labels: Annotated[Optional[Path], typer.Option("--moving-labels", help="Moving segmentation (label-driven mode; also warped by --warp-labels).")] = None,
-    warp_labels: Annotated[Optional[Path], typer.Option("--warp-labels", help="Moving segmentation to warp into the fixed space (nearest neighbour).")] = None,
+    moving_labels: Annotated[Optional[Path], typer.Option("--moving-labels", help="Moving segmentation (label-driven mode; warped to --warped-out when --warp-labels is not given).")] = None,
+    warp_labels: Annotated[Optional[Path], typer.Option("--warp-labels", help="Moving segmentation to warp onto the fixed grid (nearest neighbour).")] = None,
     warped_out: Annotated[Optional[Path], typer.Option("--warped-out", help="Where to write the warped segmentation.")] = None,
     warped_image_out: Annotated[Optional[Path], typer.Option("--warped-image-out", help="Where to write the warped moving image (linear).")] = None,
-    preset: PresetOpt = "brain_mr",
+    world_out: Annotated[Optional[Path], typer.Option("--world-out", help="Also write the field in world space for SimpleITK/ITK/ANTs (LPS mm, fixed -> moving).")] = None,
+    method: Annotated[Optional[str], typer.Option("--method", help="hybrid (default), affine or rigid; see docs/registration.md.")] = None,
+    rigid: Annotated[bool, typer.Option("--rigid", help="Rigid alignment only (MIND similarity): sequences of one patient.")] = False,
+    affine_only: Annotated[bool, typer.Option("--affine-only", help="Affine alignment only (MIND similarity).")] = False,
+    deformable: Annotated[bool, typer.Option("--deformable", help="With --rigid/--affine-only: add the hybrid deformable step after it.")] = False,
+    preset: Annotated[Optional[str], typer.Option("--preset", help="brain_mr, abdomen_ct, lung_ct or multiseq_rigid (sets the method).")] = None,
     device: DeviceOpt = "auto",
     config: ConfigOpt = None,
     set_: SetOpt = None,
     use_labels: LabelsModeOpt = False,
 ) -> None:
     """Register MOVING to FIXED and write the Learn2Reg displacement field (fixed affine kept)."""
-    from ..registration.api import register_images, warp_volume
-    from ..utils import atomic_write_json
+    from ..registration.api import register
+    from ..registration.presets import parse_overrides
+    from ..registration.world import save_nifti
 
     if warp_labels is not None and warped_out is None:
         raise RegistrationError("--warp-labels needs --warped-out (where to write the warped segmentation)")
-    cfg = _config(preset, config, set_, use_labels)
-    fixed_img, fixed_affine = _read_nifti(fixed, "fixed image")
-    moving_img, _ = _read_nifti(moving, "moving image")
-    if fixed_img.shape != moving_img.shape:
-        raise RegistrationError(f"{moving}: shape {moving_img.shape} differs from the fixed image's {fixed_img.shape}; "
-                                "resample both to one grid first")
-    masks = [None if p is None else _read_nifti(p, what)[0] for p, what in
-             ((fixed_mask, "fixed mask"), (moving_mask, "moving mask"))]
-    labels = [None if p is None else _read_nifti(p, what)[0] for p, what in
-              ((fixed_labels, "fixed labels"), (moving_labels, "moving labels"))]
-    result = register_images(fixed_img, moving_img, masks[0], masks[1], device=device, fixed_labels=labels[0],
-                             moving_labels=labels[1], config=cfg)
-    _write_nifti(out, result.disp.astype(np.float32), fixed_affine)
-    atomic_write_json(out.with_name(out.name.split(".")[0] + "_registration.json"), {
-        "fixed": str(fixed), "moving": str(moving), "runtime_s": result.runtime_s, "device": result.device,
-        "stage_times": result.stage_times, "affine_voxel": result.affine, "config": result.config})
-    if warp_labels is not None:
-        seg, _ = _read_nifti(warp_labels, "segmentation to warp")
-        _write_nifti(warped_out, warp_volume(seg, result.disp, order=0, device=device), fixed_affine)
-    if warped_image_out is not None:
-        _write_nifti(warped_image_out, warp_volume(moving_img, result.disp, order=1, device=device), fixed_affine)
-    _console.print(f"field {out} ({result.runtime_s:.1f} s on {result.device})", highlight=False)
+    if warped_out is not None and warp_labels is None and moving_labels is None:
+        raise RegistrationError("--warped-out needs --warp-labels or --moving-labels (the segmentation to warp)")
+    method, extra = _method_choice(method, rigid, affine_only, deformable)
+    values: dict[str, Any] = {**parse_overrides(set_), **extra}
+    if use_labels:
+        values["features"] = "labels"
+    result = register(fixed, moving, method=method, preset=preset, masks=(fixed_mask, moving_mask),
+                      labels=(fixed_labels, moving_labels), config_file=config, device=device, **values)
+    result.save({"field": out, "meta": out.with_name(out.name.split(".")[0] + "_registration.json"),
+                 "warped_image": warped_image_out, "world_field": world_out})
+    if warped_out is not None:
+        source = warp_labels if warp_labels is not None else moving_labels
+        save_nifti(warped_out, result.warp(source, order=0, name="segmentation to warp"), result._fixed_affine())
+    _console.print(f"field {out} ({result.method}, {result.runtime_s:.1f} s on {result.device})", highlight=False)
 
 
 def run_command(

@@ -1,4 +1,4 @@
-"""Segmentation metrics on label maps (numpy): Dice and HD95 per class.
+"""Segmentation metrics on label maps (numpy): Dice, HD95 and surface Dice (NSD) per class.
 
 Conventions (arguments, never hidden):
 
@@ -12,6 +12,9 @@ Conventions (arguments, never hidden):
   When exactly one mask is empty the distance is undefined: ``hd_empty="nan"`` (default,
   excluded from means) or ``"diagonal"`` (the image diagonal in the same units, a worst-case
   penalty). Both empty: NaN (nothing to measure) regardless of the policy.
+* NSD (surface Dice at ``tolerance_mm``, :func:`medfoundry.evaluation.surface.surface_dice`):
+  0 when exactly one mask is empty; ``empty`` (``"nan"`` by default, or ``"one"``) when both are.
+* Surface figures equal DeepMind's surface-distance code (see :mod:`.surface`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["dice", "per_class_dice", "hd95", "per_class_hd95", "EMPTY_POLICIES", "HD_EMPTY_POLICIES"]
+__all__ = ["dice", "per_class_dice", "hd95", "per_class_hd95", "nsd", "per_class_nsd", "EMPTY_POLICIES",
+           "HD_EMPTY_POLICIES"]
 
 EMPTY_POLICIES = ("nan", "one")
 HD_EMPTY_POLICIES = ("nan", "diagonal")
@@ -122,4 +126,37 @@ def per_class_hd95(pred, ref, num_classes: int | None = None, labels: Sequence[i
     """HD95 for each label (default ``1 .. num_classes-1``), as a float array."""
     p, r = _check(pred, ref, "per_class_hd95")
     return np.array([hd95(p, r, c, spacing, percentile, empty)
+                     for c in _labels(num_classes, labels, include_background, p, r)], dtype=float)
+
+
+def nsd(pred, ref, label: int = 1, spacing: Sequence[float] | None = None, tolerance_mm: float = 1.0,
+        empty: str = "nan") -> float:
+    """Surface Dice (normalised surface distance) of one label at a tolerance.
+
+    Args:
+        pred: predicted label map (H, W) or (D, H, W).
+        ref: reference label map, same shape.
+        label: class index compared.
+        spacing: mm per pixel/voxel in the array's axis order; ``None`` gives pixels (and the
+            tolerance is then in pixels).
+        tolerance_mm: surface distance (mm) still counted as agreement.
+        empty: ``"nan"`` or ``"one"``: the value when the label is absent from both maps.
+
+    Returns:
+        NSD in [0, 1]; 0 when exactly one map lacks the label.
+    """
+    _policy(empty, EMPTY_POLICIES, "nsd", "empty")
+    p, r = _check(pred, ref, "nsd")
+    from .surface import surface_dice
+
+    return surface_dice(p == label, r == label, spacing, tolerance_mm,
+                        empty=float("nan") if empty == "nan" else 1.0)
+
+
+def per_class_nsd(pred, ref, num_classes: int | None = None, labels: Sequence[int] | None = None,
+                  include_background: bool = False, spacing: Sequence[float] | None = None,
+                  tolerance_mm: float = 1.0, empty: str = "nan") -> np.ndarray:
+    """NSD for each label (default ``1 .. num_classes-1``), as a float array."""
+    p, r = _check(pred, ref, "per_class_nsd")
+    return np.array([nsd(p, r, c, spacing, tolerance_mm, empty)
                      for c in _labels(num_classes, labels, include_background, p, r)], dtype=float)
