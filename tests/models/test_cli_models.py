@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from medfoundry.errors import CheckpointError
 from medfoundry.models import FoundationModel
-from medfoundry.models.cli import app
+from medfoundry.cli.models import app
 
 
 def test_list_json():

@@ -75,7 +75,7 @@ def test_register_recovers_known_deformation(pair):
     before, after = _field_error(np.zeros_like(disp), pair), _field_error(disp, pair)
     assert after < 0.5 * before, (before, after)
     dice0, dice1 = _dice(np.zeros_like(disp), pair), _dice(disp, pair)
-    assert dice1 > dice0 + 0.1, (dice0, dice1)
+    assert 1 - dice1 < 0.5 * (1 - dice0), (dice0, dice1)  # the overlap error at least halves
     jac = jacobian_determinant(field_to_torch(disp))
     assert float((jac <= 0).float().mean()) < 1e-3
     assert result.runtime_s > 0 and set(result.stage_times) >= {"features", "coarse", "adam"}

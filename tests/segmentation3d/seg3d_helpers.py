@@ -41,7 +41,7 @@ def tiny_config(task, **overrides):
     from medfoundry.segmentation import SegmentConfig
 
     base = dict(database=str(task.root.parent.parent), task=task.name, encoder_kwargs=TINY_ENCODER,
-                adapter_channels=8, patch=(16, 16, 16), steps=4, checkpoint_every=2, warmup_steps=1,
+                adapter_channels=8, patch=(32, 32, 32), batch_size=2, steps=4, checkpoint_every=2, warmup_steps=1,
                 device="cpu", seed=3)
     base.update(overrides)
     return SegmentConfig(**base)

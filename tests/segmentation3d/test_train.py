@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import shutil
-
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from safetensors.numpy import load_file
-from seg3d_helpers import tiny_config
+from seg3d_helpers import TINY_ENCODER, tiny_config
 
 from medfoundry.errors import ConfigError
+from medfoundry.models import EncoderWithAdapters
 from medfoundry.segmentation import predict_folder, train_segmentation
+from medfoundry.segmentation.model import build_trunk
 from medfoundry.training.checkpoint import list_checkpoints
 
 
@@ -35,17 +36,20 @@ def test_other_settings_do_not_resume(tiny_task, tmp_path):
     train_segmentation(tiny_config(tiny_task, steps=1), tmp_path / "run", progress=False)
     with pytest.raises(ConfigError, match="other settings.*steps"):
         train_segmentation(tiny_config(tiny_task, steps=2), tmp_path / "run", progress=False)
-    with pytest.raises(ConfigError, match="exactly one of steps and minutes"):
+    with pytest.raises(ConfigError, match="either steps or minutes"):
         tiny_config(tiny_task, minutes=1.0)
+    assert tiny_config(tiny_task, steps=None).minutes == 4.0
+    with pytest.raises(ConfigError, match="at least 32 voxels"):
+        tiny_config(tiny_task, patch=(16, 16, 16))
+    assert tiny_config(tiny_task, patch=(16, 16, 16), decoder_norm="group").patch == (16, 16, 16)
 
 
 def test_predictions_keep_shape_and_affine_after_resampling(tiny_folder, tmp_path):
     from medfoundry.data.adapters.nnunet_folder import import_volumes3d
 
     task = import_volumes3d(tiny_folder / "imagesTr", tiny_folder / "labelsTr", tmp_path / "db", "coarse",
-                            spacing=(1.5, 1.5, 1.5))
+                            classes=["background", "core", "shell"], spacing=(1.5, 1.5, 1.5))
     train_segmentation(tiny_config(task, steps=1), tmp_path / "run", progress=False)
-    shutil.copy(tiny_folder / "imagesTr" / "case0_0000.nii.gz", tmp_path / "tmp.nii.gz")
     report = predict_folder(tmp_path / "run", tiny_folder / "imagesTr", tmp_path / "pred",
                             labels=tiny_folder / "labelsTr", device="cpu")
     assert len(report["cases"]) == 4 and set(report["mean"]) == {"core", "shell"}
@@ -63,3 +67,17 @@ def test_time_budget_holds(tiny_task, tmp_path):
                                  tmp_path / "run", progress=False)
     assert summary["steps"] > 1
     assert summary["seconds"] <= 0.1 * 60 * 1.1
+
+
+def test_pretrained_3d_encoder_starts_training_and_2d_is_refused(tiny_task, tmp_path):
+    trunk = EncoderWithAdapters("resnet_small", 3, 8, **TINY_ENCODER)
+    trunk.save_pretrained(tmp_path / "pre3d")
+    loaded = build_trunk(str(tmp_path / "pre3d"), "resnet_small", {}, 8)
+    for key, value in trunk.encoder.state_dict().items():
+        torch.testing.assert_close(loaded.encoder.state_dict()[key], value)
+    summary = train_segmentation(tiny_config(tiny_task, encoder=str(tmp_path / "pre3d"), steps=1),
+                                 tmp_path / "run", progress=False)
+    assert summary["steps"] == 1
+    EncoderWithAdapters("resnet_small", 2, 8, **TINY_ENCODER).save_pretrained(tmp_path / "pre2d")
+    with pytest.raises(ConfigError, match="spatial_dims=2"):
+        build_trunk(str(tmp_path / "pre2d"), "resnet_small", {}, 8)

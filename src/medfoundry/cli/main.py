@@ -24,7 +24,7 @@ _SUBAPPS = [
     ("medfoundry.cli.data", "app", "data"),
     ("medfoundry.cli.l2r", "app", "l2r"),
     ("medfoundry.cli.evaluate", "app", "evaluate"),
-    ("medfoundry.models.cli", "app", "models"),
+    ("medfoundry.cli.models", "app", "models"),
 ]
 _TOP_LEVEL = [
     "medfoundry.cli.train",  # pretrain, extract, info
@@ -35,22 +35,13 @@ _TOP_LEVEL = [
 
 
 def _assemble() -> None:
+    # Every module is imported unconditionally: a broken or missing one must fail loudly here,
+    # never make its sub-commands vanish from the CLI. The modules import only typer and rich at
+    # module level (torch and MONAI load inside the commands), so this stays fast.
     for module_name, attr, name in _SUBAPPS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as err:
-            if err.name == module_name:
-                continue
-            raise
-        app.add_typer(getattr(module, attr), name=name)
+        app.add_typer(getattr(importlib.import_module(module_name), attr), name=name)
     for module_name in _TOP_LEVEL:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as err:
-            if err.name == module_name:
-                continue
-            raise
-        module.register(app)
+        importlib.import_module(module_name).register(app)
 
 
 _assemble()

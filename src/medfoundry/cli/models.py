@@ -25,7 +25,7 @@ def list_command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """List registered encoders with their defaults (licence, weights source, description)."""
-    from .registry import create_encoder, encoder_defaults, list_encoders
+    from ..models.registry import create_encoder, encoder_defaults, list_encoders
 
     rows = []
     for name in list_encoders(pattern):
@@ -58,7 +58,7 @@ def show_command(
     as_json: bool = typer.Option(False, "--json", help="Print the config and parameter counts as JSON."),
 ) -> None:
     """Describe a checkpoint folder: encoder, adapters, tasks and parameter counts."""
-    from .foundation import CONFIG_NAME, FoundationModel, load_encoder
+    from ..models.foundation import CONFIG_NAME, FoundationModel, load_encoder
 
     config = json.loads((directory / CONFIG_NAME).read_text(encoding="utf-8")) \
         if (directory / CONFIG_NAME).is_file() else None

@@ -88,16 +88,22 @@ def make_phantoms_cmd(
     cases: Annotated[int, typer.Option("--cases", help="Training cases.")] = 16,
     test_cases: Annotated[int, typer.Option("--test-cases", help="Held-out cases.")] = 4,
     seed: Annotated[int, typer.Option("--seed", help="Seed; the same seed gives the same bytes.")] = 0,
-    spacing: Annotated[float, typer.Option("--spacing", help="Isotropic voxel size, mm.")] = 3.0,
+    spacing: Annotated[float, typer.Option("--spacing", help="Voxel size in mm (kidney: in-plane).")] = 3.0,
+    family: Annotated[str, typer.Option(
+        "--family", help="brain_tumour (T1, T1c, T2, FLAIR; BraTS labels) or kidney (CT; KiTS labels).")
+    ] = "brain_tumour",
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
 ) -> None:
-    """Write multi-sequence brain-tumour phantoms (T1, T1c, T2, FLAIR; BraTS labels 1, 2, 3)."""
-    from ..data.synthetic.phantoms3d import BRATS_REGIONS, make_brain_tumour_phantoms
+    """Write 3D phantoms as an nnU-Net folder: brain tumours (4 MR sequences) or kidneys (CT)."""
+    import json
 
-    _run_with_bar("phantoms", lambda cb: make_brain_tumour_phantoms(
-        out, cases=cases, test_cases=test_cases, seed=seed, spacing=spacing, progress=cb), progress)
-    _console().print(f"wrote {cases} training and {test_cases} held-out phantoms to {out} "
-                     f"(regions: --regions \"{BRATS_REGIONS}\")")
+    from ..data.synthetic.phantoms3d import make_phantoms
+
+    _run_with_bar("phantoms", lambda cb: make_phantoms(
+        out, family, cases=cases, test_cases=test_cases, seed=seed, spacing=spacing, progress=cb), progress)
+    regions = json.loads((out / "dataset.json").read_text(encoding="utf-8"))["regions"]
+    _console().print(f"wrote {cases} training and {test_cases} held-out {family} phantoms to {out} "
+                     f"(regions: --regions \"{regions}\")")
 
 
 @app.command("train")
@@ -109,7 +115,7 @@ def train_cmd(
         "--encoder", help="random, a checkpoint folder (pretrain RUN/final) or a .safetensors/.pt state dict.")
     ] = "random",
     encoder_name: Annotated[Optional[str], typer.Option("--encoder-name", help="Registered architecture.")] = None,
-    minutes: Annotated[Optional[float], typer.Option("--minutes", help="Wall-clock budget of the command.")] = None,
+    minutes: Annotated[Optional[float], typer.Option("--minutes", help="Wall-clock budget of the command (default 4).")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Optimizer steps (instead of --minutes).")] = None,
     regions: Annotated[Optional[str], typer.Option(
         "--regions", help='Sigmoid regions, e.g. "WT=1,2,3;TC=1,3;ET=3" (default: softmax classes).')] = None,
@@ -125,10 +131,8 @@ def train_cmd(
 
     base = SegmentConfig.from_yaml(config).to_dict() if config else {}
     base.update({"database": str(database), "task": task, "encoder": encoder})
-    if steps is not None or minutes is not None:
+    if steps is not None or minutes is not None:  # a budget flag replaces the file's budget
         base["steps"], base["minutes"] = steps, minutes
-    elif not base.get("steps") and not base.get("minutes"):
-        base["minutes"] = 4.0
     for key, value in (("encoder_name", encoder_name), ("regions", regions), ("patch", patch),
                        ("batch_size", batch_size), ("device", device), ("seed", seed)):
         if value is not None:

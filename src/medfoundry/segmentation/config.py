@@ -24,12 +24,15 @@ class SegmentConfig(ConfigBase):
         encoder_name: registered encoder architecture.
         encoder_kwargs: architecture options of a random encoder.
         adapter_channels: channels of the input adapter (= the encoder's input channels).
+        decoder_norm: ``instance`` (needs patches >= 32 voxels per axis) or ``group``
+            (:mod:`medfoundry.models.unet`).
         regions: ``"NAME=v,v;..."``: sigmoid region outputs and losses (BraTS
             ``WT=1,2,3;TC=1,3;ET=3``); ``None``: one softmax class per label.
         patch: training patch (voxels, NIfTI axis order).
         batch_size: patches per step.
         steps: optimizer steps (exclusive with ``minutes``).
-        minutes: wall-clock budget of the whole command (training, validation, saving).
+        minutes: wall-clock budget of the whole command (training, validation, saving);
+            4 when neither ``steps`` nor ``minutes`` is given.
         lr: peak AdamW learning rate (linear warm-up, then polynomial decay to 0 over the
             steps or the time budget).
         weight_decay: AdamW weight decay.
@@ -51,12 +54,13 @@ class SegmentConfig(ConfigBase):
     encoder_name: str = "resnet_small"
     encoder_kwargs: dict[str, Any] = field(default_factory=lambda: {"depths": [1, 1, 1, 1]})
     adapter_channels: int = 16
+    decoder_norm: str = "instance"
     regions: str | None = None
-    patch: tuple[int, int, int] = (48, 48, 48)
-    batch_size: int = 2
+    patch: tuple[int, int, int] = (32, 32, 32)
+    batch_size: int = 4
     steps: int | None = None
     minutes: float | None = None
-    lr: float = 3e-3
+    lr: float = 1e-2
     weight_decay: float = 1e-4
     warmup_steps: int = 20
     foreground_fraction: float = 0.5
@@ -75,8 +79,10 @@ class SegmentConfig(ConfigBase):
             self.val_patch = tuple(int(p) for p in self.val_patch)  # type: ignore[assignment]
             if len(self.val_patch) != 3 or min(self.val_patch) < 8:
                 raise self.bad("val_patch", "3 sizes >= 8 voxels")
-        if (self.steps is None) == (self.minutes is None):
-            raise self.bad("steps", "exactly one of steps and minutes")
+        if self.steps is not None and self.minutes is not None:
+            raise self.bad("steps", "either steps or minutes, not both")
+        if self.steps is None and self.minutes is None:
+            self.minutes = 4.0
         if self.steps is not None and int(self.steps) < 1:
             raise self.bad("steps", "a positive number of steps")
         if self.minutes is not None and float(self.minutes) <= 0:
@@ -90,3 +96,7 @@ class SegmentConfig(ConfigBase):
         if self.checkpoint_every < 0:
             raise self.bad("checkpoint_every", "0 or a positive number of steps")
         self.encoder_kwargs = dict(self.encoder_kwargs or {})
+        if self.decoder_norm not in ("instance", "group"):
+            raise self.bad("decoder_norm", "instance or group")
+        if self.decoder_norm == "instance" and min(self.patch) < 32:
+            raise self.bad("patch", "at least 32 voxels per axis with decoder_norm 'instance' (or use 'group')")

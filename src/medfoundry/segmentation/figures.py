@@ -33,7 +33,7 @@ def _rgba(label: np.ndarray) -> np.ndarray:
 
 
 def _screen(a: np.ndarray) -> np.ndarray:
-    return np.flipud(a.T)
+    return np.flipud(np.swapaxes(a, 0, 1))
 
 
 def overlay_figure(panels: Sequence[tuple[str, np.ndarray, np.ndarray | None]], columns: int = 3,

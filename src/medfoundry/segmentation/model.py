@@ -43,7 +43,7 @@ def build_trunk(encoder: str, encoder_name: str, encoder_kwargs: dict[str, Any],
     return trunk
 
 
-def build_network(trunk, modality: str, channels: int, out_channels: int):
+def build_network(trunk, modality: str, channels: int, out_channels: int, norm: str = "instance"):
     """:class:`~medfoundry.models.unet.SegmentationUNet` with one dedicated input adapter (any
     other adapter of a pretrained trunk is dropped: this network sees one modality)."""
     from ..models.adapters import adapter_key
@@ -54,7 +54,7 @@ def build_network(trunk, modality: str, channels: int, out_channels: int):
     for key in trunk.adapters.keys():
         if key != keep:
             del trunk.adapters.adapters[key]
-    return SegmentationUNet(trunk, modality, channels, out_channels)
+    return SegmentationUNet(trunk, modality, channels, out_channels, norm=norm)
 
 
 def save_network(run: str | Path, net, info: dict[str, Any]) -> Path:
@@ -66,7 +66,8 @@ def save_network(run: str | Path, net, info: dict[str, Any]) -> Path:
     config = {"format": FORMAT, "format_version": 1,
               "encoder": {"name": enc.name, "kwargs": _jsonable(enc.build_kwargs), "in_channels": enc.in_channels,
                           "adapter_standardize": bool(net.trunk.adapters.standardize)},
-              "modality": net.modality, "channels": net.channels, "out_channels": net.out_channels, **info}
+              "modality": net.modality, "channels": net.channels, "out_channels": net.out_channels,
+              "decoder_norm": net.norm, **info}
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in net.state_dict().items()}
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / "model.safetensors") as tmp:
@@ -94,7 +95,8 @@ def load_network(run: str | Path, device: torch.device | str = "cpu"):
         enc = config["encoder"]
         trunk = EncoderWithAdapters(enc["name"], 3, int(enc["in_channels"]), bool(enc["adapter_standardize"]),
                                     **enc["kwargs"])
-        net = build_network(trunk, config["modality"], int(config["channels"]), int(config["out_channels"]))
+        net = build_network(trunk, config["modality"], int(config["channels"]), int(config["out_channels"]),
+                            config.get("decoder_norm", "instance"))
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: cannot rebuild the network: {err}") from err
     try:

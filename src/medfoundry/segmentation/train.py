@@ -114,7 +114,7 @@ def train_segmentation(cfg: SegmentConfig, run: str | Path, *, progress: bool = 
     torch.manual_seed(cfg.seed)
     trunk = build_trunk(cfg.encoder, cfg.encoder_name, cfg.encoder_kwargs, cfg.adapter_channels)
     out_channels = len(regions) if regions else task.num_classes
-    net = build_network(trunk, task.modality, task.channels, out_channels).to(device)
+    net = build_network(trunk, task.modality, task.channels, out_channels, cfg.decoder_norm).to(device)
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_fn = _loss(regions is not None)
     sampler = PatchSampler(task, train_ids, cfg.patch, cfg.foreground_fraction, cfg.augment)

@@ -14,7 +14,7 @@ import pytest
 
 from medfoundry.errors import DataError
 from medfoundry.evaluation.protocols import get_protocol
-from medfoundry.evaluation.protocols.brats import FIGURES, HD95_PENALTY, OFFICIAL_COLUMNS, region_figures
+from medfoundry.evaluation.protocols.brats import FIGURES, HD95_PENALTY, region_figures
 from medfoundry.evaluation.protocols.instances import connected_components, match_instances, overlap_counts
 from protocol_synth import random_cases, save_nifti
 
@@ -156,12 +156,13 @@ _CONFIGS = {"brats-gli": "gli", "brats-mets": "mets", "brats-ped": "ped", "brats
 
 
 def _official(tmp_path, config: str, pred, ref, spacing) -> tuple[dict, dict]:
-    """One case through brats-evaluation: panoptica's dict and the parsed CSV row."""
+    """One case through brats-evaluation: panoptica's dict and the parsed CSV row (the
+    metastasis parser for ``mets``, with its default thresholds 20 and 0.1)."""
     pytest.importorskip("brats_evaluation")
     import pandas as pd
     from importlib.resources import files
 
-    from brats_evaluation import evaluate_single_exam, parse_seg_results
+    from brats_evaluation import evaluate_single_exam, parse_mets_results, parse_seg_results
     from panoptica import Panoptica_Evaluator
 
     evaluator = Panoptica_Evaluator.load_from_config(
@@ -173,20 +174,23 @@ def _official(tmp_path, config: str, pred, ref, spacing) -> tuple[dict, dict]:
         raw = evaluate_single_exam(str(tmp_path / "pred.nii.gz"), str(tmp_path / "ref.nii.gz"), "case", evaluator)
         assert "error" not in raw, raw
         (tmp_path / "o.json").write_text(json.dumps({"metrics": [raw], "missings": []}, default=float))
-        parse_seg_results(str(tmp_path / "o.json"), str(tmp_path / "o.csv"))
+        if config == "mets":
+            parse_mets_results(str(tmp_path / "o.json"), 20.0, 0.1, str(tmp_path / "o.csv"))
+        else:
+            parse_seg_results(str(tmp_path / "o.json"), str(tmp_path / "o.csv"))
     return raw, pd.read_csv(tmp_path / "o.csv").iloc[0].to_dict()
 
 
-def _compare(ours, raw, row, where: str) -> None:
+def _compare(protocol, ours, raw, row, where: str) -> None:
     for region, figures in ours.items():
-        for key, stem in OFFICIAL_COLUMNS.items():
+        for key, stem in protocol.official_columns().items():
             assert same(figures[key], float(row[f"{stem}_{region}"])), (where, region, key)
         for key, official_key in (("pq_dice", "pq_dsc"), ("n_ref", "n_ref_instances"),
                                   ("n_pred", "n_pred_instances")):
             assert same(figures[key], float(raw[region][official_key])), (where, region, key)
 
 
-@pytest.mark.parametrize("name, seed, n", [("brats-gli", 0, 10), ("brats-mets", 1, 3), ("brats-ped", 2, 3),
+@pytest.mark.parametrize("name, seed, n", [("brats-gli", 0, 10), ("brats-mets", 1, 8), ("brats-ped", 2, 3),
                                            ("brats-men", 3, 3), ("brats-men-rt", 4, 3), ("brats-goat", 5, 3)])
 def test_equal_to_brats_evaluation(tmp_path, name, seed, n):
     protocol = get_protocol(name)
@@ -194,4 +198,22 @@ def test_equal_to_brats_evaluation(tmp_path, name, seed, n):
     for i, (pred, ref, spacing) in enumerate(random_cases(seed, n, labels)):
         spacing = tuple(float(np.float32(s)) for s in spacing)
         raw, row = _official(tmp_path, _CONFIGS[name], pred, ref, spacing)
-        _compare(protocol.evaluate_case(pred, ref, spacing), raw, row, f"{name} case {i}")
+        _compare(protocol, protocol.evaluate_case(pred, ref, spacing), raw, row, f"{name} case {i}")
+
+
+def test_metastasis_size_split_by_hand():
+    from medfoundry.evaluation.protocols.brats import Lesion
+    from medfoundry.evaluation.protocols.brats_mets import lesion_split_figures
+
+    lesions = [Lesion(30.0, True, 0.05, 0.1, 4.0),  # large, matched but below Dice 0.1: missed
+               Lesion(30.0, True, 0.8, 0.9, 1.0),   # large, detected
+               Lesion(5.0, False),                  # small, unmatched
+               Lesion(5.0, True, 0.5, 1.0, 1.0)]    # small, detected
+    f = lesion_split_figures(lesions, n_fp=1)
+    assert (f["large_tp"], f["large_fn"], f["large_fp"]) == (1, 1, 1) and f["large_f1"] == 0.5
+    assert (f["small_tp"], f["small_fn"], f["small_fp"]) == (1, 1, 1) and f["small_precision"] == 0.5
+    assert f["lesionwise_dice"] == pytest.approx((0.05 + 0.8 + 0.0) / 3)
+    assert f["lesionwise_hd95"] == pytest.approx((4.0 + 1.0 + HD95_PENALTY) / 3)
+    only_small = lesion_split_figures([Lesion(1.0, False)], n_fp=0)
+    assert math.isnan(only_small["large_f1"]) and math.isnan(only_small["lesionwise_dice"])
+    assert only_small["small_fn"] == 1 and only_small["small_f1"] == 0.0

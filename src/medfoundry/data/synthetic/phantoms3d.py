@@ -19,12 +19,14 @@ One tumour per case, BraTS labels: 1 necrotic core (NCR), 2 oedema (ED), 3 enhan
 (ET), nested as in BraTS: ET is a rim around NCR, and ED surrounds both; the regions
 WT = {1, 2, 3}, TC = {1, 3}, ET = {3} satisfy ET ⊆ TC ⊆ WT.
 
-Layout written by :func:`make_brain_tumour_phantoms` (nnU-Net v2 raw-dataset naming)::
+A second family, ``kidney`` (CT-like kidneys with tumours and cysts, KiTS labels), lives in
+:mod:`medfoundry.data.synthetic.kidney3d`. Layout written by :func:`make_phantoms` (nnU-Net v2
+raw-dataset naming)::
 
     OUT/imagesTr/BRATSPH_0000_0000.nii.gz ... _0003.nii.gz   T1, T1c, T2, FLAIR
     OUT/labelsTr/BRATSPH_0000.nii.gz                         uint8 labels 0..3
     OUT/imagesTs/, OUT/labelsTs/                             held-out cases, same naming
-    OUT/dataset.json                                         channel names, labels, counts
+    OUT/dataset.json                                         channel names, labels, regions, counts
 
 Case ``i`` of the training (test) set depends only on ``(seed, "train" ("test"), i)``, so the
 held-out cases do not change with the number of training cases, and the same seed gives the
@@ -34,6 +36,7 @@ same bytes (gzip headers carry no time stamp).
 from __future__ import annotations
 
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -45,8 +48,8 @@ from ...randomfields import random_bias_field, random_displacement, smooth_noise
 from ...utils import atomic_write_json
 from ..volumes3d import write_nifti
 
-__all__ = ["SEQUENCES", "BRATS_LABELS", "BRATS_REGIONS", "BrainTumourCase", "render_brain_tumour",
-           "make_brain_tumour_phantoms"]
+__all__ = ["SEQUENCES", "BRATS_LABELS", "BRATS_REGIONS", "PhantomCase", "PhantomFamily", "FAMILIES",
+           "render_brain_tumour", "make_phantoms"]
 
 SEQUENCES = ("T1", "T1c", "T2", "FLAIR")
 BRATS_LABELS = {"background": 0, "NCR": 1, "ED": 2, "ET": 3}
@@ -62,12 +65,26 @@ _CONTRAST = np.array([
 _MARGIN_MM = (3.0, 12.0)  # random margin around the brain's bounding box, per side
 
 
-class BrainTumourCase:
-    """One rendered phantom: ``image`` (4, X, Y, Z) float32, ``label`` (X, Y, Z) uint8 and the
+class PhantomCase:
+    """One rendered phantom: ``image`` (C, X, Y, Z) float32, ``label`` (X, Y, Z) uint8 and the
     voxel -> world ``affine`` (4, 4), mm; voxel axes in NIfTI order (i, j, k)."""
 
     def __init__(self, image: np.ndarray, label: np.ndarray, affine: np.ndarray):
         self.image, self.label, self.affine = image, label, affine
+
+
+@dataclass(frozen=True)
+class PhantomFamily:
+    """A phantom generator and what ``dataset.json`` says about it. ``render(rng, spacing)``
+    returns a :class:`PhantomCase`; ``spacing`` is the in-plane voxel size in mm."""
+
+    name: str
+    render: Callable[[np.random.Generator, float], PhantomCase]
+    channels: tuple[str, ...]
+    labels: dict[str, int]
+    regions: str
+    prefix: str
+    description: str
 
 
 def _rotation(angles: np.ndarray) -> np.ndarray:
@@ -95,7 +112,7 @@ def _tumour_shell(shape: tuple[int, ...], centre: np.ndarray, radius: float, rng
     return dist / (radius * wobble)
 
 
-def render_brain_tumour(rng: np.random.Generator, spacing: float = 3.0) -> BrainTumourCase:
+def render_brain_tumour(rng: np.random.Generator, spacing: float = 3.0) -> PhantomCase:
     """Render one phantom on a grid of ``spacing`` mm (isotropic).
 
     Args:
@@ -103,7 +120,7 @@ def render_brain_tumour(rng: np.random.Generator, spacing: float = 3.0) -> Brain
         spacing: voxel size in mm; 3 mm gives about 52 x 64 x 56 voxels.
 
     Returns:
-        A :class:`BrainTumourCase`.
+        A :class:`PhantomCase` with the four sequences as channels.
     """
     from .brain import mni_volumes
 
@@ -149,7 +166,7 @@ def render_brain_tumour(rng: np.random.Generator, spacing: float = 3.0) -> Brain
         image[s] *= random_bias_field(shape, strength=0.15, rng=rng)
         image[s] += rng.normal(0, 0.03, size=shape).astype(np.float32) * (brain > 0.05)
         image[s] = np.clip(image[s], 0, None) * 1000.0 * rng.uniform(0.8, 1.2)  # MR units differ per scan
-    return BrainTumourCase(image.astype(np.float32), label, affine)
+    return PhantomCase(image.astype(np.float32), label, affine)
 
 
 def _place_tumour(shape: tuple[int, ...], wm: np.ndarray, brain: np.ndarray, spacing: float,
@@ -176,23 +193,39 @@ def _case_rng(seed: int, subset: str, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), zlib.crc32(subset.encode()), int(index)])
 
 
-def make_brain_tumour_phantoms(out: str | Path, cases: int = 8, test_cases: int = 4, seed: int = 0,
-                               spacing: float = 3.0, prefix: str = "BRATSPH",
-                               progress: Callable[[int, int], Any] | None = None) -> Path:
+def _families() -> dict[str, PhantomFamily]:
+    from .kidney3d import KITS_LABELS, KITS_REGIONS, render_kidney
+
+    return {
+        "brain_tumour": PhantomFamily("brain_tumour", render_brain_tumour, SEQUENCES, BRATS_LABELS, BRATS_REGIONS,
+                                      "BRATSPH", "multi-sequence brain-tumour phantoms on MNI152"),
+        "kidney": PhantomFamily("kidney", render_kidney, ("CT",), KITS_LABELS, KITS_REGIONS, "KIDPH",
+                                "CT-like kidney phantoms with tumours and cysts"),
+    }
+
+
+FAMILIES = ("brain_tumour", "kidney")
+
+
+def make_phantoms(out: str | Path, family: str = "brain_tumour", cases: int = 8, test_cases: int = 4, seed: int = 0,
+                  spacing: float = 3.0, progress: Callable[[int, int], Any] | None = None) -> Path:
     """Write ``cases`` training and ``test_cases`` held-out phantoms as an nnU-Net folder.
 
     Args:
         out: folder to create (module docstring for the layout); must not hold a
             ``dataset.json`` already.
+        family: ``brain_tumour`` or ``kidney``.
         cases, test_cases: numbers of training and held-out cases.
         seed: the same seed gives the same bytes.
-        spacing: isotropic voxel size in mm.
-        prefix: case-name prefix.
+        spacing: voxel size in mm (in-plane for ``kidney``, whose slices are twice as thick).
         progress: called as ``progress(done, total)`` after each case.
 
     Returns:
         ``out``.
     """
+    from ...utils import look_up_option
+
+    spec = _families()[look_up_option(family, FAMILIES, what="phantom family")]
     out = Path(out)
     if cases < 1 or test_cases < 0:
         raise DataError(f"need cases >= 1 and test_cases >= 0, got {cases} and {test_cases}", field="cases")
@@ -204,20 +237,20 @@ def make_brain_tumour_phantoms(out: str | Path, cases: int = 8, test_cases: int 
         images = out / ("imagesTr" if subset == "train" else "imagesTs")
         labels = out / ("labelsTr" if subset == "train" else "labelsTs")
         for i in range(count):
-            case = render_brain_tumour(_case_rng(seed, subset, i), spacing)
-            name = f"{prefix}_{offset + i:04d}"
-            for c in range(len(SEQUENCES)):
+            case = spec.render(_case_rng(seed, subset, i), spacing)
+            name = f"{spec.prefix}_{offset + i:04d}"
+            for c in range(len(spec.channels)):
                 write_nifti(images / f"{name}_{c:04d}.nii.gz", case.image[c], case.affine)
             write_nifti(labels / f"{name}.nii.gz", case.label, case.affine)
             done += 1
             if progress is not None:
                 progress(done, total)
     atomic_write_json(out / "dataset.json", {
-        "name": "brain_tumour_phantoms",
-        "description": f"medfoundry multi-sequence brain-tumour phantoms (seed {seed}, {spacing} mm)",
-        "channel_names": {str(i): s for i, s in enumerate(SEQUENCES)},
-        "labels": BRATS_LABELS,
-        "regions": BRATS_REGIONS,
+        "name": f"{spec.name}_phantoms",
+        "description": f"medfoundry {spec.description} (seed {seed}, {spacing} mm)",
+        "channel_names": {str(i): s for i, s in enumerate(spec.channels)},
+        "labels": spec.labels,
+        "regions": spec.regions,
         "numTraining": cases,
         "numTest": test_cases,
         "file_ending": ".nii.gz",

@@ -2,7 +2,8 @@
 
 Equal (within 1e-6) to the official package ``brats-evaluation`` 0.0.10 (its bundled configs
 ``gli``, ``mets``, ``ped``, ``MenPre``, ``MenRT``, ``GoAT``, all built on panoptica) followed by
-its ``parse_seg_results``; checked in tests/evaluation/protocols/test_brats.py. Per region:
+its ``parse_seg_results`` (``parse_mets_results`` for metastases, :mod:`.brats_mets`); checked in
+tests/evaluation/protocols/test_protocol_brats.py. Per region:
 
 * **Lesion-wise** (instances = connected components, matched one to one by Dice, any overlap,
   see :mod:`.instances`): ``tp``, ``fp``, ``fn``, ``precision``, ``recall``, ``f1``
@@ -18,7 +19,9 @@ every Dice, NSD, HD95, f1 and pq figure; a region present in one map only, or tw
 not overlap, give Dice 0, NSD 0 and HD95 inf (global HD95 is then reported as 373, the diagonal
 of the 240 x 240 x 155 SRI atlas in mm, as the official parser does). With no matched lesion
 the lesion-wise means take those values and their ``_std`` is NaN. ``precision`` is NaN
-without predicted lesions, ``recall`` NaN without reference lesions.
+without predicted lesions, ``recall`` NaN without reference lesions. Labels outside the
+protocol's regions are an error (the official code refuses them too). Reading order: see
+``official_axis_order``.
 
 A missing prediction is scored as the official parser scores a missing subject: HD95 figures
 373, every other figure 0.
@@ -27,7 +30,7 @@ A missing prediction is scored as the official parser scores a missing subject: 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -44,7 +47,8 @@ from .instances import (
 )
 from .registry import CaseFigures, SegmentationProtocol, register_protocol
 
-__all__ = ["BratsProtocol", "HD95_PENALTY", "OFFICIAL_COLUMNS", "FIGURES"]
+__all__ = ["BratsProtocol", "Lesion", "HD95_PENALTY", "OFFICIAL_COLUMNS", "FIGURES", "region_figures",
+           "region_figures_and_lesions"]
 
 HD95_PENALTY = 373.0
 NAN = float("nan")
@@ -74,6 +78,9 @@ class BratsProtocol(SegmentationProtocol):
         description: one line.
         matching_threshold: smallest Dice for a lesion pair to match (official: 1e-6).
         hd95_penalty: global HD95 reported instead of inf, in mm (official: 373).
+        lesion_split: ``(volume_threshold_mm3, overlap_threshold)`` for the metastasis scoring
+            (:mod:`.brats_mets`): size-split detection figures, lesion-wise means over large
+            lesions; ``None`` for the other tasks.
         official_axis_order: reproduce how the official package pairs axes and spacing. It
             reads NIfTI with SimpleITK, which gives the array in (k, j, i) order but the
             spacing in (i, j, k) order, so on anisotropic grids each axis is measured with
@@ -87,10 +94,19 @@ class BratsProtocol(SegmentationProtocol):
     source: str = ""
     matching_threshold: float = 1e-6
     hd95_penalty: float = HD95_PENALTY
+    lesion_split: tuple[float, float] | None = None
     official_axis_order: bool = True
 
     def headline(self) -> tuple[str, ...]:
         return ("dice", "hd95", "lesionwise_dice", "lesionwise_hd95", "f1")
+
+    def official_columns(self) -> dict[str, str]:
+        """Figure name -> column stem of the official CSV (``<stem>_<region>``)."""
+        if self.lesion_split is None:
+            return dict(OFFICIAL_COLUMNS)
+        from .brats_mets import SPLIT_COLUMNS
+
+        return {**OFFICIAL_COLUMNS, **SPLIT_COLUMNS}
 
     def _labels(self) -> set[int]:
         return {label for labels in self.regions.values() for label in labels}
@@ -115,8 +131,13 @@ class BratsProtocol(SegmentationProtocol):
         pred, ref = np.ascontiguousarray(pred[box]), np.ascontiguousarray(ref[box])
         out: CaseFigures = {}
         for region, labels in self.regions.items():
-            figures = region_figures(np.isin(pred, labels), np.isin(ref, labels), spacing,
-                                     self.matching_threshold)
+            figures, lesions = region_figures_and_lesions(np.isin(pred, labels), np.isin(ref, labels), spacing,
+                                                          self.matching_threshold)
+            if self.lesion_split is not None:
+                from .brats_mets import lesion_split_figures
+
+                figures.update(lesion_split_figures(lesions, int(figures["fp"]), *self.lesion_split,
+                                                    hd95_penalty=self.hd95_penalty))
             if figures["hd95"] == INF:
                 figures["hd95"] = self.hd95_penalty
             out[region] = figures
@@ -126,10 +147,20 @@ class BratsProtocol(SegmentationProtocol):
         out: CaseFigures = {}
         for region, labels in self.regions.items():
             figures = {k: (self.hd95_penalty if "hd95" in k and not k.endswith("_std") else 0.0)
-                       for k in OFFICIAL_COLUMNS}
+                       for k in self.official_columns()}
             figures.update(n_ref=float(connected_components(np.isin(ref, labels))[1]), n_pred=0.0, pq_dice=0.0)
             out[region] = figures
         return out
+
+
+class Lesion(NamedTuple):
+    """One reference lesion: its volume (mm^3) and, when matched, the figures of its pair."""
+
+    volume_mm3: float
+    matched: bool
+    dice: float = NAN
+    nsd: float = NAN
+    hd95: float = NAN
 
 
 def _padded_union(a: tuple[slice, ...], b: tuple[slice, ...], shape: tuple[int, ...]) -> tuple[slice, ...]:
@@ -150,6 +181,12 @@ def region_figures(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float],
     Returns:
         Figure name -> value; global ``hd95`` may be inf here (the protocol applies the penalty).
     """
+    return region_figures_and_lesions(pred, ref, spacing, matching_threshold)[0]
+
+
+def region_figures_and_lesions(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float],
+                               matching_threshold: float = 1e-6) -> tuple[dict[str, float], list[Lesion]]:
+    """:func:`region_figures` and one :class:`Lesion` per reference lesion (matched ones first)."""
     ref_cc, n_ref = connected_components(ref)
     pred_cc, n_pred = connected_components(pred)
     ref_sizes, pred_sizes, inter = overlap_counts(ref_cc, n_ref, pred_cc, n_pred)
@@ -158,6 +195,8 @@ def region_figures(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float],
     any_instance = n_ref + n_pred > 0
 
     lesion: dict[str, list[float]] = {"dice": [], "nsd": [], "hd95": []}
+    voxel_mm3 = float(np.prod(spacing))
+    rows: list[Lesion] = []
     ref_boxes = ndimage.find_objects(ref_cc)
     pred_boxes = ndimage.find_objects(pred_cc)
     tolerance_mm = min(spacing)
@@ -167,6 +206,9 @@ def region_figures(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float],
         lesion["dice"].append(dice)
         lesion["nsd"].append(border_nsd(to_pred, to_ref, tolerance_mm))
         lesion["hd95"].append(border_hd95(to_pred, to_ref))
+        rows.append(Lesion(float(ref_sizes[r]) * voxel_mm3, True, dice, lesion["nsd"][-1], lesion["hd95"][-1]))
+    matched = {r for r, _, _ in matches}
+    rows += [Lesion(float(ref_sizes[r]) * voxel_mm3, False) for r in range(n_ref) if r not in matched]
 
     fp, fn = n_pred - tp, n_ref - tp
     out: dict[str, float] = {
@@ -187,7 +229,7 @@ def region_figures(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float],
     out.update(_global_figures(pred, ref, any_instance))
     out["n_ref"] = float(n_ref)
     out["n_pred"] = float(n_pred)
-    return out
+    return out, rows
 
 
 def _global_figures(pred: np.ndarray, ref: np.ndarray, any_instance: bool) -> dict[str, float]:
@@ -206,7 +248,7 @@ _GLI = {"wt": (1, 2, 3), "tc": (1, 3), "et": (3,), "netc": (1,), "snfh": (2,), "
 _TASKS = [
     ("brats-gli", "gli", _GLI, "BraTS 2024/25 adult glioma (post-treatment): WT, TC, ET, NETC, SNFH, RC"),
     ("brats-mets", "mets", {"wt": (1, 2, 3), "tc": (1, 3), "et": (3,), "rc": (4,)},
-     "BraTS 2024/25 brain metastases: WT, TC, ET, RC"),
+     "BraTS 2024/25 brain metastases: WT, TC, ET, RC; lesions split at 20 mm^3, detection at Dice 0.1"),
     ("brats-ped", "ped", {"wt": (1, 2, 3, 4), "tc": (1, 2, 3), "et": (1,), "netc": (2,), "cc": (3,), "ed": (4,)},
      "BraTS 2024/25 paediatric tumours: WT, TC, ET, NETC, CC, ED"),
     ("brats-men", "MenPre", {"wt": (1, 2, 3), "tc": (1, 3), "et": (3,)},
@@ -219,6 +261,8 @@ _TASKS = [
 PROTOCOLS = {
     name: register_protocol(BratsProtocol(
         name=name, regions=regions, description=text,
-        source=f"brats-evaluation 0.0.10 (panoptica 2.1.7), config {config}; parse_seg_results"))
+        lesion_split=(20.0, 0.1) if config == "mets" else None,
+        source=f"brats-evaluation 0.0.10 (panoptica 2.1.7), config {config}; "
+               + ("parse_mets_results" if config == "mets" else "parse_seg_results")))
     for name, config, regions, text in _TASKS
 }

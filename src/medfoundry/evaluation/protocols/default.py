@@ -21,7 +21,6 @@ from typing import Sequence
 
 import numpy as np
 
-from .kits21 import surface_dice
 from .registry import CaseFigures, SegmentationProtocol, register_protocol
 
 __all__ = ["DefaultProtocol"]
@@ -46,7 +45,7 @@ class DefaultProtocol(SegmentationProtocol):
         return ("dice", "hd95", "nsd", "abs_volume_difference_ml")
 
     def evaluate_case(self, pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) -> CaseFigures:
-        from ..surface import hd95
+        from ..surface import hd95, surface_dice
 
         pred = np.asarray(pred)
         ref = np.asarray(ref)

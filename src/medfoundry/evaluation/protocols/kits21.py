@@ -27,22 +27,13 @@ import numpy as np
 
 from .registry import CaseFigures, SegmentationProtocol, register_protocol
 
-__all__ = ["Kits21Protocol", "HECS", "surface_dice"]
+__all__ = ["Kits21Protocol", "HECS"]
 
 HECS: dict[str, tuple[tuple[int, ...], float]] = {
     "kidney_and_mass": ((1, 2, 3), 1.0330772532390826),
     "mass": ((2, 3), 1.1328796488598762),
     "tumor": ((2,), 1.1498198361434828),
 }
-
-
-def surface_dice(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], tolerance_mm: float) -> float:
-    """Surface Dice of two non-empty masks at ``tolerance_mm`` (DeepMind surfels, area-weighted)."""
-    from ..surface import surface_distances
-
-    d_ref, area_ref, d_pred, area_pred = surface_distances(ref, pred, spacing)
-    inside = area_ref[d_ref <= tolerance_mm].sum() + area_pred[d_pred <= tolerance_mm].sum()
-    return float(inside / (area_ref.sum() + area_pred.sum()))
 
 
 @dataclass(frozen=True)
@@ -55,6 +46,8 @@ class Kits21Protocol(SegmentationProtocol):
     hecs: dict[str, tuple[tuple[int, ...], float]] = field(default_factory=lambda: dict(HECS))
 
     def evaluate_case(self, pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) -> CaseFigures:
+        from ..surface import surface_dice
+
         out: CaseFigures = {}
         for hec, (labels, tolerance) in self.hecs.items():
             p = np.isin(pred, labels)
@@ -64,7 +57,7 @@ class Kits21Protocol(SegmentationProtocol):
                 out[hec] = {"dice": 1.0, "surface_dice": 1.0}
                 continue
             dice = 2.0 * int(np.count_nonzero(p & r)) / (n_p + n_r)
-            sd = 0.0 if n_p == 0 or n_r == 0 else surface_dice(p, r, spacing, tolerance)
+            sd = 0.0 if n_p == 0 or n_r == 0 else surface_dice(r, p, spacing, tolerance)
             out[hec] = {"dice": dice, "surface_dice": sd}
         return out
 
