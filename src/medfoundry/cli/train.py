@@ -206,9 +206,9 @@ def run_info(run: str | Path) -> dict[str, Any]:
     state = None
     ckpt = latest_checkpoint(run)
     if ckpt is not None:
-        import torch
+        from ..training.checkpoint import load_checkpoint
 
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)["model"]
+        state = load_checkpoint(ckpt)["model"]
     elif (run / "model" / "model.safetensors").is_file():
         from safetensors.torch import load_file
 

@@ -10,6 +10,7 @@ under the final name. Resuming from it gives bit-identical weights to a run neve
 
 from __future__ import annotations
 
+import pickle
 import random
 import re
 from pathlib import Path
@@ -77,9 +78,14 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint does not exist")
     try:
-        # weights_only=False: the file holds NumPy generator states (plain dicts of ints) and
-        # Python's random state (a tuple); it is a file this package wrote into the run folder.
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        # weights_only: a run folder may come from someone else, and a full unpickler would run
+        # whatever code the file names. Checkpoints hold only tensors and plain containers.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"{path}: refused to load: the file holds objects other than tensors and plain containers "
+            f"(loading it could run code). Only checkpoints written by medfoundry can be resumed."
+        ) from err
     except Exception as err:  # a truncated or foreign file: say which one
         raise CheckpointError(f"{path}: cannot read checkpoint ({type(err).__name__}: {err})") from err
     if not isinstance(state, dict) or state.get("format") != FORMAT:
@@ -88,9 +94,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def capture_rng_state() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    # NumPy's legacy state as plain values and a tensor, so the checkpoint loads with weights_only.
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)),
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -100,7 +108,8 @@ def capture_rng_state() -> dict[str, Any]:
 
 def restore_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
