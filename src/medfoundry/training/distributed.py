@@ -105,5 +105,12 @@ def barrier(ctx: DistContext) -> None:
 
 
 def shutdown(ctx: DistContext) -> None:
+    """Leave the process group once every rank has arrived here.
+
+    Without the barrier a fast rank tears down its gloo pairs (and rank 0 the TCP store) while
+    a slower one is still inside its last collective or its own teardown; on a loaded machine
+    the slow rank then aborts in C++ ("terminate called without an active exception", exit -6).
+    """
     if ctx.enabled and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
