@@ -5,9 +5,9 @@ the ``convexadam`` package (PyPI, default settings), ANTsPy SyN (``type_of_trans
 and itk-elastix B-spline (elastix's default ``bspline`` parameter map). Peers are optional
 (``pip install medfoundry[peers]``); a peer that does not import is reported as unavailable.
 
-Pairs come from :func:`medfoundry.registration.synthetic.make_pair` (MNI152 template, random
+Pairs come from :func:`medfoundry.learn2reg.dataset.make_pair` (MNI152 template, random
 smooth deformation, bias fields, contrast change, noise, CSF/GM/WM labels per hemisphere,
-landmarks). Metrics come from :mod:`medfoundry.evaluation.registration`: Dice (mean over
+landmarks). Metrics come from :mod:`medfoundry.learn2reg`: Dice (mean over
 labels), DSC30 (mean of the 30 % lowest per-pair Dice), HD95 (mm), TRE (landmarks, mm),
 ``err_mm`` (mean displacement error against the true field inside the brain, mm), sdlogj,
 folding_percent and runtime (wall seconds per pair, and CPU seconds of the process).
@@ -162,7 +162,7 @@ def available(module: str | None) -> tuple[bool, str]:
 # ---------------------------------------------------------------------------------------------
 
 def evaluate(pair: dict[str, Any], disp: np.ndarray) -> dict[str, Any]:
-    from medfoundry.evaluation.registration import evaluate_pair_arrays
+    from medfoundry.learn2reg import evaluate_pair_arrays
 
     record = evaluate_pair_arrays(disp, fixed_labels=pair["fixed_labels"], moving_labels=pair["moving_labels"],
                                   fixed_points=pair["fixed_landmarks"], moving_points=pair["moving_landmarks"],
@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from medfoundry.registration.presets import parse_overrides
-    from medfoundry.registration.synthetic import make_pair
+    from medfoundry.learn2reg.dataset import make_pair
     from medfoundry.utils import atomic_write_json
 
     overrides = parse_overrides(args.set)

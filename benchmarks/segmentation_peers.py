@@ -79,7 +79,7 @@ def main() -> None:
         os.environ[name] = str(work / sub)
         (work / sub).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("nnUNet_compile", "f")
-    os.environ.setdefault("nnUNet_n_proc_DA", "0")
+    os.environ["nnUNet_n_proc_DA"] = "2"  # the planner sets torch's threads to it; 0 is refused there
 
     import torch
 
@@ -88,15 +88,20 @@ def main() -> None:
     from medfoundry.segmentation.scores import dice_scores, mean_scores
 
     clock = _Clock()
-    _prepare_raw(args.raw, work)
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import (extract_fingerprints, plan_experiments,
-                                                                      preprocess)
+    prep = work / "preprocessed" / DATASET
+    if not (prep / "nnUNetPlans_3d_fullres").is_dir():  # planning is not part of the training budget
+        _prepare_raw(args.raw, work)
+        from nnunetv2.experiment_planning.plan_and_preprocess_api import (extract_fingerprints, plan_experiments,
+                                                                          preprocess)
 
-    extract_fingerprints([DATASET_ID], num_processes=2, check_dataset_integrity=True)
-    plan_experiments([DATASET_ID])
-    preprocess([DATASET_ID], configurations=("3d_fullres",), num_processes=(2,))
+        extract_fingerprints([DATASET_ID], num_processes=2, check_dataset_integrity=True)
+        plan_experiments([DATASET_ID])
+        preprocess([DATASET_ID], configurations=("3d_fullres",), num_processes=(2,))
     prep_s = clock()
 
+    # augmentation in the training process itself: on 2 cores, worker processes only compete
+    os.environ["nnUNet_n_proc_DA"] = "0"
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     from batchgenerators.utilities.file_and_folder_operations import load_json
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
@@ -105,8 +110,10 @@ def main() -> None:
 
         budget_s = args.minutes * 60.0
 
-        def __init__(self, *a, **kw):
-            super().__init__(*a, **kw)
+        # nnUNetTrainer records its own constructor's arguments by name: keep the signature
+        def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                     device: torch.device = torch.device("cpu")):
+            super().__init__(plans, configuration, fold, dataset_json, device)
             self.num_iterations_per_epoch = 10
             self.num_val_iterations_per_epoch = 2
             self.num_epochs = 10**6
@@ -132,8 +139,9 @@ def main() -> None:
                     break
             self.on_train_end()
 
-    prep = Path(os.environ["nnUNet_preprocessed"]) / DATASET
-    trainer = BudgetTrainer(plans=load_json(prep / "nnUNetPlans.json"), configuration="3d_fullres", fold=0,
+    plans = load_json(prep / "nnUNetPlans.json")
+    plans["continue_training"] = False  # what nnU-Net's own entry point adds
+    trainer = BudgetTrainer(plans=plans, configuration="3d_fullres", fold=0,
                             dataset_json=load_json(prep / "dataset.json"), device=torch.device("cpu"))
     t_train = time.perf_counter()
     trainer.run_training()

@@ -24,6 +24,7 @@ from .errors import MedfoundryError
 __all__ = ["run_demo3d", "main"]
 
 TASK = "brats_phantom"
+_PROTOCOL_FIGURES = ("dice", "lesionwise_dice", "hd95", "lesionwise_hd95", "tp", "fp", "fn")
 
 
 def run_demo3d(out: str | Path, minutes: float = 3.0, cases: int = 16, test_cases: int = 4, seed: int = 0,
@@ -116,11 +117,13 @@ def _report(out: Path, raw: Path, report: dict[str, Any], summary: dict[str, Any
         f"{base64.b64encode(_slices_png(raw, out / 'preds', c['case'])).decode()}'/>" for c in report["cases"])
     proto = ""
     if protocol:
-        proto_rows = "".join(f"<tr><td>{html.escape(str(reg))}</td><td>{html.escape(str(fig))}</td>"
-                             f"<td>{agg.get('mean', float('nan')):.4g}</td></tr>"
-                             for reg, figs in protocol.items() for fig, agg in figs.items())
-        proto = ("<h2>BraTS-GLI protocol (medfoundry evaluate segmentation --protocol brats-gli)</h2>"
-                 f"<table><tr><th>region</th><th>figure</th><th>mean</th></tr>{proto_rows}</table>")
+        shown = [f for f in _PROTOCOL_FIGURES if any(f in figs for figs in protocol.values())]
+        proto_rows = "".join(f"<tr><td>{html.escape(str(reg))}</td>" + "".join(
+            f"<td>{figs[f]['mean']:.4g}</td>" if f in figs else "<td>-</td>" for f in shown) + "</tr>"
+            for reg, figs in protocol.items())
+        proto = ("<h2>BraTS-GLI protocol (medfoundry evaluate segmentation --protocol brats-gli), means</h2>"
+                 f"<table><tr><th>region</th>{''.join(f'<th>{f}</th>' for f in shown)}</tr>{proto_rows}</table>"
+                 "<p>All figures per case: brats_metrics.json.</p>")
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>medfoundry 3D demo</title>
 <style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}td,th{{padding:2px 10px;text-align:right}}
 img{{display:block;margin:8px 0;max-width:100%}}</style></head><body>

@@ -1,6 +1,7 @@
 """Golden cases for medfoundry.evaluation.classification (values computed by hand in comments)."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -87,3 +88,58 @@ def test_shape_errors_name_the_function():
         accuracy([0, 1], [0, 1, 1])
     with pytest.raises(ValueError, match="multilabel_auroc"):
         multilabel_auroc(np.zeros((3, 2)), np.zeros((3, 3)))
+
+
+# Against scikit-learn (a test-only dependency) on random inputs with ties.
+
+
+def _sk_case(rng, n_classes):
+    n = int(rng.integers(5, 60))
+    y = rng.integers(0, n_classes, n)
+    # Coarse scores: ties in the rankings and in the argmax.
+    scores = np.round(rng.random((n, n_classes)), 1)
+    return y, scores
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_label_metrics_equal_sklearn(seed):
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(seed)
+    for _ in range(20):
+        c = int(rng.integers(2, 6))
+        y, scores = _sk_case(rng, c)
+        pred = np.argmax(scores, axis=1)
+        assert accuracy(y, scores) == pytest.approx(metrics.accuracy_score(y, pred), abs=1e-15)
+        assert macro_f1(y, pred) == pytest.approx(metrics.f1_score(y, pred, average="macro"), abs=1e-15)
+        np.testing.assert_array_equal(confusion_matrix(y, pred, c),
+                                      metrics.confusion_matrix(y, pred, labels=list(range(c))))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # sklearn warns when a predicted class is absent from y
+            want = metrics.balanced_accuracy_score(y, pred)
+        assert balanced_accuracy(y, pred) == pytest.approx(want, abs=1e-15)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_auroc_equal_sklearn(seed):
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(100 + seed)
+    for _ in range(20):
+        c = int(rng.integers(2, 5))
+        y, scores = _sk_case(rng, c)
+        _, per_class = macro_auroc(y, scores, per_class=True)
+        for k in range(c):
+            if 0 < np.count_nonzero(y == k) < y.size:
+                want = metrics.roc_auc_score(y == k, scores[:, k])
+                assert per_class[k] == pytest.approx(want, abs=1e-12)
+                assert binary_auroc(y == k, scores[:, k]) == pytest.approx(want, abs=1e-12)
+
+
+def test_multilabel_auroc_equals_sklearn_per_label():
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(7)
+    targets = (rng.random((50, 4)) > 0.6).astype(int)
+    scores = np.round(rng.random((50, 4)), 1)
+    per_label, macro = multilabel_auroc(targets, scores)
+    want = metrics.roc_auc_score(targets, scores, average=None)
+    np.testing.assert_allclose(per_label, want, rtol=0, atol=1e-12)
+    assert macro == pytest.approx(metrics.roc_auc_score(targets, scores, average="macro"), abs=1e-12)

@@ -49,3 +49,86 @@ def test_bootstrap_indices_seeded():
     vals = np.arange(10.0)
     reps = bootstrap_statistic(lambda r: vals[r].mean(), 10, n_boot=5, seed=7)
     assert np.allclose(reps, vals[a].mean(axis=1))
+
+
+def test_studentized_is_the_default_and_corrects_skew():
+    from medfoundry.evaluation.stats import CI_METHODS
+
+    assert CI_METHODS[0] == "studentized"
+    x = np.random.default_rng(0).lognormal(size=30)
+    mean, lo, hi = mean_ci(x, seed=1)
+    assert mean_ci(x, seed=1) == (mean, lo, hi)
+    _, p_lo, p_hi = mean_ci(x, seed=1, method="percentile")
+    # Right-skewed data: the studentized interval reaches further up than the percentile one.
+    assert lo < mean < hi and hi - mean > mean - lo
+    assert hi > p_hi
+
+
+def test_studentized_matches_t_interval_on_normal_data():
+    from scipy import stats as st
+
+    x = np.random.default_rng(3).normal(10.0, 2.0, size=200)
+    mean, lo, hi = mean_ci(x, n_boot=4000, seed=0)
+    t_lo, t_hi = st.t.interval(0.95, x.size - 1, loc=x.mean(), scale=st.sem(x))
+    assert lo == pytest.approx(t_lo, abs=0.06) and hi == pytest.approx(t_hi, abs=0.06)
+
+
+def test_bca_agrees_with_scipy():
+    from scipy import stats as st
+
+    from medfoundry.evaluation.stats import bootstrap_ci
+
+    x = np.random.default_rng(4).exponential(size=40)
+    want = st.bootstrap((x,), np.mean, n_resamples=6000, method="BCa", random_state=0).confidence_interval
+    _, lo, hi = mean_ci(x, n_boot=6000, method="bca")
+    assert lo == pytest.approx(want.low, rel=0.04) and hi == pytest.approx(want.high, rel=0.04)
+    # The general form on a statistic of case indices gives the same interval for the mean.
+    point, g_lo, g_hi = bootstrap_ci(lambda idx: x[idx].mean(), x.size, n_boot=6000)
+    assert point == pytest.approx(x.mean())
+    assert g_lo == pytest.approx(want.low, rel=0.04) and g_hi == pytest.approx(want.high, rel=0.04)
+    with pytest.raises(ValueError, match="one seed"):
+        mean_ci(np.ones((2, 5)), method="bca")
+    with pytest.raises(ValueError, match="method"):
+        mean_ci(x, method="normal")
+
+
+def test_paired_difference_exact_sign_flip():
+    from medfoundry.evaluation.stats import paired_difference
+
+    a = np.array([2.0, 4.0, 6.0])
+    b = np.array([1.0, 2.0, 3.0])
+    res = paired_difference(a, b)
+    # differences 1, 2, 3: of the 8 sign flips only all-plus and all-minus reach |mean| = 2
+    assert res.difference == 2.0 and res.p_value == pytest.approx(2 / 8) and res.n == 3
+    assert res.low <= 2.0 <= res.high
+    # (seeds, cases): per-case differences are averaged over seeds; a NaN pair is left out.
+    a2 = np.array([[1.0, 1.0, np.nan, 1.0], [1.0, 1.0, 1.0, 1.0]])
+    res2 = paired_difference(a2, np.zeros_like(a2))
+    assert res2.n == 4 and res2.p_value == pytest.approx(2 / 16)
+    with pytest.raises(ValueError, match="shape"):
+        paired_difference(a, b[:2])
+
+
+def test_paired_difference_random_flips_are_seeded():
+    from medfoundry.evaluation.stats import paired_difference
+
+    rng = np.random.default_rng(9)
+    a, b = rng.normal(size=40), rng.normal(size=40)
+    first = paired_difference(a, b, n_perm=2000, seed=2)
+    assert first == paired_difference(a, b, n_perm=2000, seed=2)
+    assert 0 < first.p_value <= 1
+    shifted = paired_difference(a + 1.0, a, n_perm=2000)
+    # All differences are 1: a random flip reaches |mean| = 1 only by drawing all signs equal.
+    assert shifted.p_value == pytest.approx(1 / 2001)
+
+
+def test_paired_bootstrap_difference_from_replicates():
+    from medfoundry.evaluation.stats import paired_bootstrap_difference
+
+    rng = np.random.default_rng(5)
+    reps_b = rng.random((3, 300))
+    better = paired_bootstrap_difference([0.8, 0.8, 0.8], reps_b + 0.1, [0.7, 0.7, 0.7], reps_b)
+    assert better.difference == pytest.approx(0.1) and better.p_value == 0.0
+    assert better.low == pytest.approx(0.1) and better.high == pytest.approx(0.1)
+    noise = paired_bootstrap_difference([0.5] * 3, rng.random((3, 300)), [0.5] * 3, rng.random((3, 300)))
+    assert noise.low < 0 < noise.high and noise.p_value > 0.05

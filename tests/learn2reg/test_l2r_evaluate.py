@@ -10,10 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from medfoundry.cli.l2r import app
-from medfoundry.evaluation.ranking import rank_results
-from medfoundry.evaluation.registration import evaluate_fields, warp_labels
-from medfoundry.registration.learn2reg import Learn2RegDataset, load_displacement, save_displacement
-from medfoundry.registration.synthetic import make_dataset, make_pair
+from medfoundry.learn2reg.ranking import rank_results
+from medfoundry.learn2reg import evaluate_fields, warp_labels
+from medfoundry.learn2reg import Learn2RegDataset, load_displacement, save_displacement
+from medfoundry.learn2reg.dataset import make_dataset, make_pair
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from medfoundry.errors import RegistrationError
-from medfoundry.registration.learn2reg import (
+from medfoundry.learn2reg import (
     Learn2RegDataset,
     Pair,
     field_stem,

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from medfoundry.evaluation.registration import (
+from medfoundry.learn2reg import (
     evaluate_fields,
     jacobian_statistics,
     non_diffeomorphic_volume,
     target_registration_error,
 )
-from medfoundry.registration.learn2reg import load_evaluation_config, load_volume, read_points_csv, save_displacement
+from medfoundry.learn2reg import load_evaluation_config, load_volume, read_points_csv, save_displacement
 
 LUNG = Path(__file__).resolve().parents[2].parent / "shared" / "learn2reg" / "LungCT_val"
 pytestmark = pytest.mark.skipif(not LUNG.is_dir(), reason="shared LungCT_val files not present beside the checkout")

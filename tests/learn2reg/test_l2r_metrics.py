@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from medfoundry.evaluation.registration import (
+from medfoundry.learn2reg import (
     dice_per_label,
     evaluate_pair_arrays,
     hardest_fraction_mean,

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from medfoundry.errors import RegistrationError
-from medfoundry.evaluation.ranking import metric_samples, rank_results, scores_from_wins, significant_wins
-from medfoundry.evaluation.registration import RESULTS_FORMAT
+from medfoundry.learn2reg.ranking import metric_samples, rank_results, scores_from_wins, significant_wins
+from medfoundry.learn2reg import RESULTS_FORMAT
 
 
 def test_scores_from_wins_linspace_with_ties():

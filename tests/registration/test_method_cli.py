@@ -88,3 +88,53 @@ def test_l2r_run_writes_official_names_and_runtimes(tmp_path):
         assert field.shape == (24, 28, 20, 3)
     runtimes = json.loads((out / "runtimes.json").read_text())
     assert set(runtimes) == {"0001_0001", "0002_0002"} and all(v > 0 for v in runtimes.values())
+
+
+def test_register_across_grids_rigid_with_world_field(tmp_path):
+    """Moving on another (oblique, anisotropic) grid: --rigid, warped outputs on the fixed grid,
+    and the world-space field that SimpleITK reads as a displacement."""
+    import SimpleITK as sitk
+    from reg_world_helpers import grid_affine, mni_2mm, sample_world
+
+    t = mni_2mm()
+    fixed_affine = grid_affine((40, 46, 40), (4.5, 4.4, 4.6), (0.0, 0.0, 0.0), (0.0, -18.0, 10.0))
+    moving_affine = grid_affine((42, 40, 44), (4.2, 4.8, 4.3), (8.0, -6.0, 12.0), (3.0, -15.0, 12.0))
+    paths = {}
+    for name, affine, shape in (("fixed", fixed_affine, (40, 46, 40)), ("moving", moving_affine, (42, 40, 44))):
+        paths[name] = tmp_path / f"{name}.nii.gz"
+        nib.save(nib.Nifti1Image(sample_world(t["image"], t["affine"], shape, affine, 1), affine), str(paths[name]))
+    labels = sample_world(t["labels"], t["affine"], (42, 40, 44), moving_affine, 0)
+    nib.save(nib.Nifti1Image(labels, moving_affine), str(tmp_path / "labels.nii.gz"))
+    out = tmp_path / "o" / "disp.nii.gz"
+    result = CliRunner().invoke(app, ["register", str(paths["fixed"]), str(paths["moving"]), "--out", str(out),
+                                      "--rigid", "--set", "iterations=10", "--set", "refinements=0", "--device", "cpu",
+                                      "--warp-labels", str(tmp_path / "labels.nii.gz"),
+                                      "--warped-out", str(tmp_path / "o" / "seg.nii.gz"),
+                                      "--warped-image-out", str(tmp_path / "o" / "warped.nii.gz"),
+                                      "--world-out", str(tmp_path / "o" / "world.nii.gz")])
+    assert result.exit_code == 0, result.output
+    for name in ("disp.nii.gz", "seg.nii.gz", "warped.nii.gz"):
+        image = nib.load(str(tmp_path / "o" / name))
+        assert image.shape[:3] == (40, 46, 40)
+        np.testing.assert_allclose(image.affine, fixed_affine, atol=1e-4)
+    seg = np.asarray(nib.load(str(tmp_path / "o" / "seg.nii.gz")).dataobj)
+    assert set(np.unique(seg)) == {0, 1, 2}
+    world = sitk.ReadImage(str(tmp_path / "o" / "world.nii.gz"), sitk.sitkVectorFloat64)
+    assert world.GetNumberOfComponentsPerPixel() == 3 and world.GetSize() == (40, 46, 40)
+    meta = json.loads((tmp_path / "o" / "disp_registration.json").read_text())
+    assert meta["method"] == "rigid" and meta["config"]["model"] == "rigid" and "resample" in meta["stage_times"]
+
+
+def test_register_method_flags_are_checked(files, tmp_path, capsys):
+    paths, _, _ = files
+    base = ["register", str(paths["fixed"]), str(paths["moving"]), "--out", str(tmp_path / "d.nii.gz")]
+    assert main([*base, "--method", "hybird"]) == 2
+    assert "did you mean hybrid" in capsys.readouterr().err
+    assert main([*base, "--rigid", "--affine-only"]) == 2
+    assert "exclude each other" in capsys.readouterr().err
+    assert main([*base, "--method", "affine", "--preset", "lung_ct"]) == 2
+    assert "is for method 'hybrid'" in capsys.readouterr().err
+    assert main([*base, "--affine-only", "--deformable", "--set", "adam_iterations=2", "--set",
+                 "inverse_consistency=false", "--set", "affine_iterations=3", "--device", "cpu"]) == 0
+    meta = json.loads((tmp_path / "d_registration.json").read_text())
+    assert meta["method"] == "hybrid" and meta["config"]["affine"] is True

@@ -17,7 +17,7 @@ from medfoundry.training.checkpoint import list_checkpoints
 
 
 def test_resume_from_a_checkpoint_is_bit_identical(tiny_task, tmp_path):
-    cfg = tiny_config(tiny_task, regions="WT=1,2;TC=1")
+    cfg = tiny_config(tiny_task, regions="WT=1,2;TC=1", val_every=2)
     full = train_segmentation(cfg, tmp_path / "full", progress=False)
     assert full["steps"] == 4 and set(full["val_dice"]) == {"WT", "TC"}
     assert train_segmentation(cfg, tmp_path / "cut", progress=False, interrupt_after=2) == {"interrupted": 2}

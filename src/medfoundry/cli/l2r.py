@@ -22,6 +22,7 @@ app = typer.Typer(
 )
 
 _console = Console()
+_ALLOW_FAILURES_HELP = "Exit 0 even when pairs failed (they stay listed in the results)."
 
 _SUMMARY_KEYS = [
     ("dice", "Dice"), ("dice_initial", "Dice initial"), ("hd95", "HD95 (vox)"), ("hd95_mm", "HD95 (mm)"),
@@ -63,9 +64,10 @@ def evaluate_cmd(
     official_only: Annotated[bool, typer.Option("--official-only", help="Only the challenge's figures (Dice, HD95 in voxels, TRE, official SDlogJ).")] = False,
     config: Annotated[Optional[Path], typer.Option("--config", help="Official evaluation config JSON (pairs, metrics, labels, shape, masking).")] = None,
     runtimes: Annotated[Optional[Path], typer.Option("--runtimes", help="JSON {pair id: seconds} of the method's runtimes.")] = None,
+    allow_failures: Annotated[bool, typer.Option("--allow-failures", help=_ALLOW_FAILURES_HELP)] = False,
 ) -> None:
     """Evaluate a folder of displacement fields; pairs that fail are listed, the others still count."""
-    from ..evaluation.registration import evaluate_fields
+    from ..learn2reg import evaluate_fields
 
     if split not in ("val", "test"):
         raise ConfigError(f"--split {split!r}: expected val or test")
@@ -76,6 +78,62 @@ def evaluate_cmd(
         _console.print(f"[red]failed[/] {fail['pair_id']} ({fail['fixed']} -> {fail['moving']}): {fail['error']}",
                        highlight=False, soft_wrap=True)
     _console.print(f"results: {out}")
+    _exit_on_failures(len(results["failed"]), results["n_pairs"], allow_failures)
+
+
+def _exit_on_failures(failed: int, total: int, allowed: bool) -> None:
+    """Exit 1 when a pair failed (the results still list it) unless failures are allowed."""
+    if failed and not allowed:
+        Console(stderr=True).print(f"[bold red]error:[/] {failed} of {total} pairs failed (listed above); "
+                                   "pass --allow-failures to exit 0 anyway", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+
+
+
+@app.command("run")
+def run_cmd(
+    dataset: Annotated[Path, typer.Option("--dataset", help="Learn2Reg dataset folder (dataset JSON, imagesTr, ...).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for disp_FFFF_MMMM.nii.gz fields, runtimes.json and failures.json.")],
+    split: Annotated[str, typer.Option("--split", help="val or test.")] = "val",
+    method: Annotated[Optional[str], typer.Option("--method", help="Registration method (default: the preset's); see `medfoundry register --help`.")] = None,
+    preset: Annotated[Optional[str], typer.Option("--preset", help="brain_mr, abdomen_ct, lung_ct, ... (see docs/registration.md).")] = "brain_mr",
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    config: Annotated[Optional[Path], typer.Option("--config", help="YAML of method parameters applied on top of the preset.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override one parameter, key=value (repeatable).")] = None,
+    use_masks: Annotated[bool, typer.Option("--use-masks/--no-masks", help="Use masks*/ files when they exist.")] = True,
+    use_labels: Annotated[bool, typer.Option("--use-labels", help="Label-driven mode: register the labels*/ segmentations.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Recompute fields that already exist.")] = False,
+    allow_failures: Annotated[bool, typer.Option("--allow-failures", help=_ALLOW_FAILURES_HELP)] = False,
+) -> None:
+    """Register every pair of a Learn2Reg split; writes fields in the official naming and runtimes.json."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..learn2reg import Learn2RegDataset
+    from ..learn2reg.runner import run_split
+    from ..registration.presets import parse_overrides
+
+    overrides = dict(parse_overrides(set_))
+    if use_labels:
+        overrides["features"] = "labels"
+    total = len(Learn2RegDataset(dataset).pairs(split)) if split in ("val", "test") else 0
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[last]}")]
+    with Progress(*columns, console=_console) as bar:
+        task = bar.add_task(f"{dataset.name} {split}", total=total, last="")
+
+        def advance(pair_id: str, seconds: float | None) -> None:
+            bar.update(task, advance=1, last="" if seconds is None else f"{pair_id}: {seconds:.1f} s")
+
+        run = run_split(dataset, out, split, method=method, preset=preset, config_file=config, overrides=overrides,
+                        device=device, use_masks=use_masks, overwrite=overwrite, progress=advance)
+    for pair_id, error in run.failures.items():
+        _console.print(f"[red]failed[/] {pair_id}: {error}", highlight=False, soft_wrap=True)
+    done = len(run.runtimes)
+    mean = sum(run.runtimes.values()) / max(done, 1)
+    _console.print(f"{done} fields in {out} (mean {mean:.1f} s/pair); evaluate with "
+                   f"`medfoundry l2r evaluate --dataset {dataset} --fields {out} --runtimes {run.runtimes_path} "
+                   "--out RESULTS.json`", highlight=False, soft_wrap=True)
+    _exit_on_failures(len(run.failures), total, allow_failures)
 
 
 @app.command("rank")
@@ -87,7 +145,7 @@ def rank_cmd(
     sdlogj: Annotated[str, typer.Option("--sdlogj", help="sdlogj_official (challenge) or sdlogj (log J over J > 0).")] = "sdlogj_official",
 ) -> None:
     """Rank methods per task the Learn2Reg way (significance wins -> scores -> geometric mean)."""
-    from ..evaluation.ranking import rank_results
+    from ..learn2reg.ranking import rank_results
     from ..utils import atomic_write_json, atomic_write_text
 
     table = rank_results(results, alpha=alpha, runtime_max_s=runtime_max, sdlogj_key=sdlogj)
@@ -111,7 +169,7 @@ def make_dataset_cmd(
     split_hemispheres: Annotated[bool, typer.Option("--split-hemispheres/--no-split-hemispheres", help="Labels 1-3 left and 4-6 right, or CSF/GM/WM 1-3 only.")] = True,
 ) -> None:
     """Write a Learn2Reg-layout dataset from the MNI152 template with known deformations."""
-    from ..registration.synthetic import make_dataset
+    from ..learn2reg.dataset import make_dataset
 
     path = make_dataset(out, resolution=resolution, pairs=pairs, seed=seed, test_pairs=test_pairs,
                         progress=True, magnitude_mm=magnitude, split_hemispheres=split_hemispheres)
@@ -123,7 +181,7 @@ def check_config_cmd(
     configs: Annotated[list[Path], typer.Argument(help="Official evaluation config JSON files.")],
 ) -> None:
     """Parse official evaluation configs and print what each asks for."""
-    from ..registration.learn2reg import load_evaluation_config
+    from ..learn2reg import load_evaluation_config
 
     table = Table(title="Learn2Reg evaluation configs")
     for col in ("task", "metrics", "labels", "expected shape", "pairs", "masked"):

@@ -7,7 +7,6 @@ the fixed image's affine; ``--world-out`` adds the world-space (LPS mm) form for
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -17,7 +16,7 @@ from rich.console import Console
 
 from ..errors import RegistrationError
 
-__all__ = ["register", "register_command", "run_command"]
+__all__ = ["register", "register_command"]
 
 _console = Console()
 
@@ -33,7 +32,7 @@ LabelsModeOpt = Annotated[bool, typer.Option(
 
 def _read_nifti(path: Path, what: str) -> tuple[np.ndarray, np.ndarray]:
     """Volume and 4x4 affine of a NIfTI file; raises ``RegistrationError`` naming the file."""
-    from ..registration.learn2reg import read_nifti
+    from ..learn2reg import read_nifti
 
     data, affine, _ = read_nifti(path, what)
     if data.ndim == 4 and data.shape[-1] == 1:
@@ -116,81 +115,6 @@ def register_command(
     _console.print(f"field {out} ({result.method}, {result.runtime_s:.1f} s on {result.device})", highlight=False)
 
 
-def run_command(
-    dataset: Annotated[Path, typer.Option("--dataset", help="Learn2Reg dataset folder (dataset JSON, imagesTr, ...).")],
-    out: Annotated[Path, typer.Option("--out", help="Folder for disp_FFFF_MMMM.nii.gz fields and runtimes.json.")],
-    split: Annotated[str, typer.Option("--split", help="val or test.")] = "val",
-    preset: PresetOpt = "brain_mr",
-    device: DeviceOpt = "auto",
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    use_masks: Annotated[bool, typer.Option("--use-masks/--no-masks", help="Use masks*/ files when they exist.")] = True,
-    use_labels: LabelsModeOpt = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Recompute fields that already exist.")] = False,
-) -> None:
-    """Register every pair of a Learn2Reg split; writes fields in the official naming and runtimes.json."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from ..registration.api import register_images
-    from ..registration.learn2reg import Learn2RegDataset, save_displacement
-    from ..utils import atomic_write_json
-
-    if split not in ("val", "test"):
-        raise RegistrationError(f"--split {split!r}: expected val or test")
-    cfg = _config(preset, config, set_, use_labels)
-    data = Learn2RegDataset(dataset)
-    pairs = data.pairs(split)
-    out.mkdir(parents=True, exist_ok=True)
-    runtimes_path = out / "runtimes.json"
-    runtimes: dict[str, float] = {}
-    if runtimes_path.is_file() and not overwrite:
-        import json
-
-        try:
-            runtimes = {str(k): float(v) for k, v in json.loads(runtimes_path.read_text()).items()}
-        except (ValueError, AttributeError):
-            runtimes = {}
-    atomic_write_json(out / "registration_config.json", {"preset": preset, "config": cfg.to_dict()})
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("{task.fields[last]}")]
-    with Progress(*columns, console=_console) as progress:
-        task = progress.add_task(f"{data.name} {split}", total=len(pairs), last="")
-        for pair in pairs:
-            target = out / f"{pair.field_stem}.nii.gz"
-            if target.is_file() and not overwrite and pair.pair_id in runtimes:
-                progress.advance(task)
-                continue
-            fixed_img, fixed_affine = _read_nifti(data.path(pair.fixed), "fixed image")
-            moving_img, _ = _read_nifti(data.path(pair.moving), "moving image")
-            masks = [None, None]
-            if use_masks:
-                for i, rel in enumerate((pair.fixed, pair.moving)):
-                    path = data.mask_path(rel)
-                    if path.is_file():
-                        masks[i] = _read_nifti(path, "mask")[0]
-            labels = [None, None]
-            if cfg.features == "labels":
-                labels = [_read_nifti(data.label_path(rel), "labels")[0] for rel in (pair.fixed, pair.moving)]
-            start = time.perf_counter()
-            result = register_images(fixed_img, moving_img, masks[0], masks[1], device=device,
-                                     fixed_labels=labels[0], moving_labels=labels[1], config=cfg)
-            runtimes[pair.pair_id] = round(result.runtime_s, 4)
-            save_displacement(target, result.disp, fixed_affine)
-            atomic_write_json(runtimes_path, runtimes)
-            progress.update(task, advance=1, last=f"{pair.pair_id}: {time.perf_counter() - start:.1f} s")
-    mean = sum(runtimes.values()) / max(len(runtimes), 1)
-    _console.print(f"{len(pairs)} fields in {out} (mean {mean:.1f} s/pair); evaluate with "
-                   f"`medfoundry l2r evaluate --dataset {dataset} --fields {out} --runtimes {runtimes_path} --out RESULTS.json`",
-                   highlight=False, soft_wrap=True)
-
-
 def register(app: typer.Typer) -> None:
-    """Add ``register`` to the top-level app and ``run`` to ``medfoundry l2r`` when it exists."""
+    """Add ``register`` to the top-level app (``l2r run`` lives in :mod:`medfoundry.cli.l2r`)."""
     app.command("register")(register_command)
-    try:
-        from . import l2r
-    except ModuleNotFoundError as err:
-        if err.name != f"{__package__}.l2r":
-            raise
-        return
-    l2r.app.command("run")(run_command)

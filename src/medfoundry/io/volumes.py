@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import DataError
 from .images import file_suffix, looks_like_dicom
 
-__all__ = ["VolumeRead", "read_volume", "VOLUME_SUFFIXES"]
+__all__ = ["VolumeRead", "read_volume", "read_nifti", "VOLUME_SUFFIXES"]
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".dcm", ".dicom")
 
@@ -74,23 +74,55 @@ def read_volume(path: str | Path, *, series_id: str | None = None, dtype: type =
     raise DataError(f"unsupported volume type {suffix!r}; expected .nii, .nii.gz, .dcm or a DICOM folder", path=path)
 
 
-def _read_nifti(path: Path, dtype) -> VolumeRead:
+def read_nifti(path: str | Path, what: str = "image", error: type[Exception] = DataError
+               ) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    """The package's one NIfTI reader: array as stored, 4x4 affine and voxel size.
+
+    Args:
+        path: a ``.nii`` or ``.nii.gz`` file.
+        what: what the file should hold, for the error message ("fixed image", "labels", ...).
+        error: the exception class raised (callers in one area keep their own error type).
+
+    Returns:
+        ``(array, affine, spacing)``: the array in nibabel's on-disk voxel order and stored dtype
+        (scaling applied, so float when ``scl_slope`` is set), the voxel -> RAS+ affine in mm
+        (float64), and the voxel size along the first three axes in mm.
+
+    Raises:
+        ``error``: missing or unreadable file, naming it and ``what`` it should hold.
+    """
     import nibabel as nib
 
-    img = nib.load(str(path))
-    shape = img.shape
+    path = Path(path)
+
+    def fail(message: str) -> Exception:
+        return DataError(message, path=path) if error is DataError else error(f"{path}: {message}")
+
+    if not path.is_file():
+        raise fail(f"{what} not found")
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)
+    except Exception as err:  # nibabel raises several unrelated types for corrupt files
+        raise fail(f"cannot read {what} ({type(err).__name__}: {err})") from err
+    spacing = tuple(float(z) for z in img.header.get_zooms()[:3])
+    return data, np.asarray(img.affine, dtype=np.float64), spacing
+
+
+def _read_nifti(path: Path, dtype) -> VolumeRead:
+    data, affine, zooms = read_nifti(path)
+    shape = data.shape
     if len(shape) < 2 or len(shape) > 4:
         raise DataError(f"expected a 3D or 4D NIfTI, got shape {tuple(shape)}")
-    array = np.asarray(img.dataobj, dtype=np.float64 if np.dtype(dtype).kind in "iu" else dtype)
+    array = np.asarray(data, dtype=np.float64 if np.dtype(dtype).kind in "iu" else dtype)
     if array.ndim == 2:
         array = array[:, :, None]
     if array.ndim == 4 and array.shape[3] == 1:
         array = array[..., 0]
     if np.dtype(dtype).kind in "iu":
         array = np.rint(array).astype(dtype)
-    zooms = img.header.get_zooms()[:3]
     spacing = tuple(float(z) if z > 0 else 1.0 for z in (list(zooms) + [1.0] * 3)[:3])
-    return VolumeRead(array, spacing, np.asarray(img.affine, dtype=np.float64))
+    return VolumeRead(array, spacing, affine)
 
 
 def _from_sitk(image, dtype) -> VolumeRead:

@@ -28,7 +28,7 @@ from scipy import ndimage
 from ..errors import ConfigError
 from ..randomfields import random_bias_field, random_displacement, random_gamma, warp_array
 from ..utils import atomic_path, atomic_write_json
-from .learn2reg import save_displacement, write_points_csv
+from .files import save_displacement, write_points_csv
 
 __all__ = ["make_pair", "make_dataset", "TASK_NAME", "LABEL_NAMES"]
 
@@ -272,7 +272,7 @@ def make_dataset(out: str | Path, resolution: int = 2, pairs: int = 3, seed: int
     meta = {
         "name": TASK_NAME,
         "description": "Synthetic pairs from the MNI152 template with known smooth deformations "
-                       "(medfoundry.registration.synthetic); fixed = moving warped by ground_truth/disp_*.",
+                       "(medfoundry.learn2reg.dataset); fixed = moving warped by ground_truth/disp_*.",
         "licence": "MNI152 template: see nilearn / MNI licence",
         "release": "1.0",
         "seed": seed,

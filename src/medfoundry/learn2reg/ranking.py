@@ -44,7 +44,8 @@ import numpy as np
 
 from ..errors import RegistrationError
 from ..utils import atomic_path, atomic_write_text
-from .registration import HARD_FRACTION, RESULTS_FORMAT
+from ..evaluation.directions import LOWER_IS_BETTER
+from .metrics import HARD_FRACTION, RESULTS_FORMAT
 
 __all__ = [
     "load_results",
@@ -61,8 +62,6 @@ __all__ = [
 
 ALPHA = 0.05
 RUNTIME_MAX_S = 600.0
-LOWER_IS_BETTER = frozenset({"hd95", "hd95_mm", "tre", "tre30", "sdlogj", "sdlogj_official", "runtime",
-                             "folding_percent", "ndv_percent"})
 LABEL_METRICS = ("dice", "dsc30", "hd95")
 LANDMARK_METRICS = ("tre", "tre30")
 

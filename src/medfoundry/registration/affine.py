@@ -130,7 +130,7 @@ def _compose(outer: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
 
 def _optimise(frame: _Frame, fixed_feat: torch.Tensor, moving_feat: torch.Tensor, fmask: torch.Tensor | None,
               model: str, similarity: str, iterations: int, lr: float, shift: torch.Tensor,
-              factors: Sequence[int], base: int = 2, max_points: int = 200_000) -> torch.Tensor:
+              factors: Sequence[int], base: int = 2, max_points: int = 50_000) -> torch.Tensor:
     """Adam on the transform parameters over pyramid levels of features at ``1/base`` resolution.
 
     A level with more than ``max_points`` cells uses a fixed, seeded random subset of them.

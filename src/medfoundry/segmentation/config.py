@@ -41,7 +41,10 @@ class SegmentConfig(ConfigBase):
             present in the case, then a random voxel of it), the rest uniformly placed.
         augment: MONAI spatial (flips, small rotation/scaling) and intensity (scale, shift,
             noise) augmentation.
-        checkpoint_every: steps between checkpoints (and validations); 0 = only at the end.
+        checkpoint_every: steps between checkpoints; 0 = only at the end.
+        val_every: steps between validations (sliding window over the validation cases,
+            Dice per label or region into metrics.jsonl); 0 = only at the end. Each costs
+            seconds on a CPU, taken from a ``minutes`` budget.
         val_patch: sliding-window size for validation and prediction (default: ``patch``).
         seed: seed of initialisation, patch sampling and augmentation.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
@@ -66,6 +69,7 @@ class SegmentConfig(ConfigBase):
     foreground_fraction: float = 0.5
     augment: bool = True
     checkpoint_every: int = 100
+    val_every: int = 0
     val_patch: tuple[int, int, int] | None = None
     seed: int = 0
     device: str = "auto"
@@ -95,6 +99,8 @@ class SegmentConfig(ConfigBase):
             raise self.bad("lr", "a positive learning rate")
         if self.checkpoint_every < 0:
             raise self.bad("checkpoint_every", "0 or a positive number of steps")
+        if self.val_every < 0:
+            raise self.bad("val_every", "0 or a positive number of steps")
         self.encoder_kwargs = dict(self.encoder_kwargs or {})
         if self.decoder_norm not in ("instance", "group"):
             raise self.bad("decoder_norm", "instance or group")

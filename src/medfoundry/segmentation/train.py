@@ -11,7 +11,7 @@ Run folder::
     RUN/checkpoints/         round_NNNNNNN.pt (training/checkpoint.py): weights, optimizer,
                              step, elapsed seconds, the sampler's NumPy generator (as JSON
                              text) and torch's generator; plain containers and tensors only
-    RUN/metrics.jsonl        train lines every 10 steps, eval lines at checkpoints
+    RUN/metrics.jsonl        train lines every 10 steps, eval lines every val_every steps and at the end
     RUN/model/               final network (config.json + model.safetensors), for predict
     RUN/summary.json         steps, seconds, budget, validation Dice, load average
 
@@ -41,6 +41,7 @@ __all__ = ["train_segmentation"]
 
 _LOG_EVERY = 10
 _GRAD_CLIP = 12.0  # nnU-Net's gradient-norm clip
+_SAVE_SECONDS = 1.0  # writing the final model and summary
 
 
 def _lr_factor(cfg: SegmentConfig, step: int, elapsed: float) -> float:
@@ -138,27 +139,32 @@ def train_segmentation(cfg: SegmentConfig, run: str | Path, *, progress: bool = 
     def elapsed() -> float:
         return elapsed_before + time.perf_counter() - started
 
-    def checkpoint() -> dict[str, float]:
+    def checkpoint() -> None:
         save_checkpoint(run, step, {"model": net.state_dict(), "optimizer": optimizer.state_dict(),
                                     "numpy_rng": json.dumps(rng.bit_generator.state),
                                     "torch_rng": torch.get_rng_state(), "elapsed": elapsed()})
-        scores = _validate(net, task, val_ids, window, regions, device) if val_ids else {}
+
+    def validate() -> tuple[dict[str, float], int]:
+        deadline = None if budget is None else started + budget - elapsed_before - _SAVE_SECONDS
+        scores, scored = _validate(net, task, val_ids, window, regions, device, deadline) if val_ids else ({}, 0)
         logger.log({"kind": "eval", "round": step, "split": "val", "metrics": {task.name: scores},
-                    "seconds": elapsed()})
-        return scores
+                    "cases": scored, "seconds": elapsed()})
+        return scores, scored
 
     step_seconds = None
     net.train()
     bar = _progress(progress, cfg)
     scores: dict[str, float] = {}
+    scored = 0
     with bar:
         job = bar.add_task("segment train", total=cfg.steps or budget, completed=step if cfg.steps else elapsed())
         while True:
             if cfg.steps is not None and step >= cfg.steps:
                 break
             if budget is not None and step_seconds is not None:
-                # one more step, then validation (~1/3 of a step's cost per window of batch 1) and saving
-                reserve = step_seconds * (1 + val_windows / (3 * cfg.batch_size)) + 1.0
+                # one more step, then validation (a window costs about half a training patch's
+                # forward and backward; validation also stops at the deadline) and saving
+                reserve = step_seconds * (1 + val_windows / (2 * cfg.batch_size)) + _SAVE_SECONDS
                 if elapsed() + reserve > budget:
                     break
             t0 = time.perf_counter()
@@ -183,18 +189,21 @@ def train_segmentation(cfg: SegmentConfig, run: str | Path, *, progress: bool = 
             if on_step is not None:
                 on_step(step, value)
             bar.update(job, completed=step if cfg.steps else min(elapsed(), budget))
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-                scores = checkpoint()
+            if cfg.val_every and step % cfg.val_every == 0 and (cfg.steps is None or step < cfg.steps):
+                scores, scored = validate()
                 net.train()
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                checkpoint()
                 if interrupt_after is not None and step >= interrupt_after:
                     logger.close()
                     return {"interrupted": step}
     if not (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
-        scores = checkpoint()
+        checkpoint()
+    scores, scored = validate()
     save_network(run, net, info)
     summary = {"task": task.name, "steps": step, "seconds": round(elapsed(), 2), "budget_seconds": budget,
                "step_seconds": None if step_seconds is None else round(step_seconds, 4),
-               "val_cases": len(val_ids), "val_dice": scores, "device": str(device),
+               "val_cases": scored, "val_dice": scores, "device": str(device),
                "threads": torch.get_num_threads(), "load_average": list(os.getloadavg())}
     atomic_write_json(run / "summary.json", summary)
     logger.close()
@@ -220,16 +229,27 @@ def _loss(sigmoid: bool):
     return region_loss
 
 
-def _validate(net, task, ids, window, regions, device) -> dict[str, float]:
+def _validate(net, task, ids, window, regions, device, deadline: float | None) -> tuple[dict[str, float], int]:
+    """Mean Dice over the validation cases and how many were scored: with a ``deadline``
+    (``time.perf_counter`` value), a case whose predicted duration would pass it is skipped,
+    so a loaded machine shortens validation instead of breaking the time budget (the first
+    case is always scored)."""
     from ..inference.sliding_window import SlidingWindowPredictor
     from .predict import decode
     from .scores import dice_scores, mean_scores
 
     net.eval()
     predictor = SlidingWindowPredictor(net, window, "sigmoid" if regions else "softmax", device=device)
-    per_case = [dice_scores(decode(predictor(task.image(i)).numpy(), regions), task.label(i), task.classes, regions)
-                for i in ids]
-    return mean_scores(per_case)
+    per_case, per_voxel = [], 0.0
+    for i in ids:
+        size = task.cases[i].size
+        if deadline is not None and per_case and time.perf_counter() + per_voxel * size > deadline:
+            break
+        t0 = time.perf_counter()
+        per_case.append(dice_scores(decode(predictor(task.image(i)).numpy(), regions), task.label(i), task.classes,
+                                    regions))
+        per_voxel = max(per_voxel, (time.perf_counter() - t0) / size)
+    return mean_scores(per_case), len(per_case)
 
 
 def _progress(enabled: bool, cfg: SegmentConfig):
