@@ -80,9 +80,11 @@ def warp_labels(moving_labels: np.ndarray, disp: np.ndarray) -> np.ndarray:
     Returns:
         Label map on the fixed grid, dtype of ``moving_labels``.
     """
-    disp = np.asarray(disp)
+    # float64 as the official script (integer grid + get_fdata() field): in float32 a voxel
+    # index plus a displacement near .5 can round to the other neighbour.
+    disp = np.asarray(disp, dtype=np.float64)
     shape = disp.shape[:-1]
-    grid = np.meshgrid(*[np.arange(s, dtype=np.float32) for s in shape], indexing="ij")
+    grid = np.meshgrid(*[np.arange(s, dtype=np.float64) for s in shape], indexing="ij")
     coords = np.stack([g + disp[..., a] for a, g in enumerate(grid)])
     return ndimage.map_coordinates(moving_labels, coords, order=0, mode="constant", cval=0)
 
