@@ -19,7 +19,6 @@ __all__ = [
     "atomic_path",
     "atomic_write_text",
     "atomic_write_json",
-    "atomic_save_npy",
     "seed_everything",
     "resolve_device",
     "look_up_option",
@@ -61,12 +60,6 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
-
-
-def atomic_save_npy(path: str | Path, array: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.save(fh, array)
 
 
 def _json_default(obj: Any) -> Any:

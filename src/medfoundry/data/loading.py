@@ -17,12 +17,12 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from .database import MultiTaskDatabase
 from .tasks import TaskKind
 
-__all__ = ["TaskDataset", "collate", "make_loader", "BatchStream"]
+__all__ = ["TaskDataset", "collate", "BatchStream"]
 
 
 class TaskDataset(Dataset):
@@ -75,16 +75,6 @@ def collate(samples: list[dict[str, Any]], task: str, kind: TaskKind) -> dict[st
     spacing = None if any(sp is None for sp in spacings) else torch.tensor(spacings, dtype=torch.float32)
     return {"task": task, "image": image, "target": target,
             "index": torch.tensor([s["index"] for s in samples], dtype=torch.long), "spacing": spacing}
-
-
-def make_loader(dataset: TaskDataset, batch_size: int, shuffle: bool, seed: int = 0,
-                num_workers: int = 0, drop_last: bool = False) -> DataLoader:
-    """A deterministic DataLoader for one task (shuffle order depends only on ``seed``)."""
-    generator = torch.Generator().manual_seed(seed)
-    task, kind = dataset.task, dataset.spec.kind
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                      num_workers=num_workers, drop_last=drop_last,
-                      collate_fn=lambda s: collate(s, task, kind))
 
 
 class BatchStream:

@@ -23,7 +23,7 @@ from ..errors import DataError
 from .database import IMAGE_DTYPES, FORMAT_VERSION, MANIFEST
 from .tasks import SPLITS, TaskKind, TaskSpec
 
-__all__ = ["Problem", "validate_database", "format_problems", "CHUNK_BYTES"]
+__all__ = ["Problem", "validate_database", "CHUNK_BYTES"]
 
 CHUNK_BYTES = 64 * 2**20  # scanned per step; bounds the validator's own memory
 _TOP_KEYS = {"format_version", "name", "description", "tasks"}
@@ -142,11 +142,6 @@ def validate_database(root: str | Path, *, progress: bool = False, tasks: list[s
         for spec in selected:
             _check_task(root, spec, rep, chunk_bytes, bar)
     return rep.problems
-
-
-def format_problems(problems: list[Problem]) -> str:
-    """One line per problem (for logs; the CLI prints a rich table)."""
-    return "\n".join(str(p) for p in problems)
 
 
 # ---------------------------------------------------------------------- per task

@@ -358,10 +358,6 @@ def list_files(folder: Path, suffixes: Sequence[str], recursive: bool = False) -
     return sorted(files, key=lambda p: natural_key(str(p.relative_to(folder))))
 
 
-def resolve_channels(channels: int | None, first_image: np.ndarray) -> int:
-    return int(channels) if channels is not None else int(first_image.shape[0])
-
-
 def check_size(image_size: Sequence[int], dims: int = 2, fit: str = "stretch") -> tuple[int, ...]:
     """Validate ``image_size`` (and the ``fit`` mode) before any file is read."""
     if fit not in FIT_MODES:

@@ -20,7 +20,6 @@ __all__ = [
     "paint_instance",
     "boxes_from_instances",
     "stratified_splits",
-    "robust_normalise",
 ]
 
 
@@ -152,9 +151,3 @@ def stratified_splits(strata: np.ndarray, rng: np.random.Generator,
     return {k: sorted(v) for k, v in out.items()}
 
 
-def robust_normalise(image: np.ndarray, low: float = 0.5, high: float = 99.5,
-                     mask: np.ndarray | None = None) -> np.ndarray:
-    """Map the ``low``..``high`` percentiles (inside ``mask``) to 0..1, then clip to [0, 1]."""
-    values = image[mask] if mask is not None and mask.any() else image
-    lo, hi = np.percentile(values, [low, high])
-    return np.clip((image - lo) / max(float(hi - lo), 1e-6), 0.0, 1.0).astype(np.float32)
