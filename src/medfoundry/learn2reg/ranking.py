@@ -264,12 +264,18 @@ class RankingTable:
         metrics: task -> the metrics ranked, in order (TRE listed once; it weighs twice).
         overall: method -> mean task score (only with several tasks).
         p_values: task -> metric -> {"methods": [...], "p": matrix as lists}.
+        paired: task -> metric -> one entry per pair of methods (``a``, ``b``, ``mean_diff`` =
+            mean of a - b over the same filled entries, its 95 % bootstrap interval ``low`` and
+            ``high``, the sign-flip permutation ``p`` and ``n`` entries), from
+            :func:`medfoundry.evaluation.stats.paired_difference`. The ranking's own test pools
+            entries unpaired, as the challenge does; this says by how much two methods differ.
     """
 
     rows: list[dict[str, Any]]
     metrics: dict[str, list[str]]
     overall: dict[str, float] = field(default_factory=dict)
     p_values: dict[str, dict[str, Any]] = field(default_factory=dict)
+    paired: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)
 
     def columns(self) -> list[str]:
         cols = ["task", "method", "rank", "task_score"]
@@ -294,7 +300,8 @@ class RankingTable:
         return text
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rows": self.rows, "metrics": self.metrics, "overall": self.overall, "p_values": self.p_values}
+        return {"rows": self.rows, "metrics": self.metrics, "overall": self.overall, "p_values": self.p_values,
+                "paired": self.paired}
 
     def to_rich(self):
         """A ``rich.table.Table`` per task (returned as a ``rich.console.Group``)."""
@@ -337,6 +344,15 @@ class RankingTable:
                 cells += [f"{row[f'mean_{m}']:.4g} ({row[f'score_{m}']:.2f})" for m in mets]
                 lines.append("| " + " | ".join(cells) + " |")
             lines.append("")
+            if self.paired.get(task):
+                lines.append(f"Paired differences (a - b on the same entries, 95 % CI, sign-flip p), {task}:\n")
+                lines.append("| metric | a | b | mean a - b | 95 % CI | p | n |")
+                lines.append("|---|---|---|---|---|---|---|")
+                for metric, entries in self.paired[task].items():
+                    for e in entries:
+                        lines.append(f"| {metric} | {e['a']} | {e['b']} | {e['mean_diff']:.4g} | "
+                                     f"[{e['low']:.4g}, {e['high']:.4g}] | {e['p']:.3g} | {e['n']} |")
+                lines.append("")
         return "\n".join(lines)
 
     def plot(self, path: str | Path) -> Path:
@@ -373,8 +389,13 @@ class RankingTable:
 
 def rank_task(results: Sequence[dict[str, Any]], *, alpha: float = ALPHA, runtime_max_s: float = RUNTIME_MAX_S,
               hd95_penalty: float | None = None, sdlogj_key: str = "sdlogj_official"
-              ) -> tuple[list[dict[str, Any]], list[str], dict[str, Any]]:
-    """Rank the methods of one task; returns (rows, metrics, p-values). See the module docstring."""
+              ) -> tuple[list[dict[str, Any]], list[str], dict[str, Any], dict[str, list[dict[str, Any]]]]:
+    """Rank the methods of one task; returns (rows, metrics, p-values, paired differences).
+
+    See the module docstring and :class:`RankingTable`.
+    """
+    from ..evaluation.stats import paired_difference
+
     names = [r["method"] for r in results]
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
@@ -404,6 +425,7 @@ def rank_task(results: Sequence[dict[str, Any]], *, alpha: float = ALPHA, runtim
         hd95_penalty = float(max(penalties)) if penalties else 1000.0
     rows = {n: {"task": results[0]["task"], "method": n} for n in names}
     p_values: dict[str, Any] = {}
+    paired: dict[str, list[dict[str, Any]]] = {}
     log_sum = {n: 0.0 for n in names}
     weight_sum = 0.0
     for metric in metrics:
@@ -414,6 +436,14 @@ def rank_task(results: Sequence[dict[str, Any]], *, alpha: float = ALPHA, runtim
         weight = 2.0 if metric == "tre" else 1.0
         weight_sum += weight
         p_values[metric] = {"methods": names, "p": [[None if math.isnan(v) else float(v) for v in row] for row in p]}
+        paired[metric] = []
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                if samples[a].size == 0 or samples[a].shape != samples[b].shape:
+                    continue
+                d = paired_difference(samples[a], samples[b])
+                paired[metric].append({"a": a, "b": b, "mean_diff": d.difference, "low": d.low, "high": d.high,
+                                       "p": d.p_value, "n": d.n})
         for n in names:
             rows[n][f"score_{metric}"] = scores[n]
             rows[n][f"wins_{metric}"] = wins[n]
@@ -426,7 +456,7 @@ def rank_task(results: Sequence[dict[str, Any]], *, alpha: float = ALPHA, runtim
     ranks = rankdata([-rows[n]["task_score"] for n in names], method="min")
     for n, r in zip(names, ranks):
         rows[n]["rank"] = float(r)
-    return sorted(rows.values(), key=lambda r: r["rank"]), metrics, p_values
+    return sorted(rows.values(), key=lambda r: r["rank"]), metrics, p_values, paired
 
 
 def rank_results(results: Sequence[str | Path | Mapping[str, Any]], *, alpha: float = ALPHA,
@@ -458,16 +488,18 @@ def rank_results(results: Sequence[str | Path | Mapping[str, Any]], *, alpha: fl
     rows: list[dict[str, Any]] = []
     metrics: dict[str, list[str]] = {}
     p_values: dict[str, Any] = {}
+    paired: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for task, group in by_task.items():
-        task_rows, task_metrics, task_p = rank_task(group, alpha=alpha, runtime_max_s=runtime_max_s,
-                                                    hd95_penalty=hd95_penalty, sdlogj_key=sdlogj_key)
+        task_rows, task_metrics, task_p, task_paired = rank_task(
+            group, alpha=alpha, runtime_max_s=runtime_max_s, hd95_penalty=hd95_penalty, sdlogj_key=sdlogj_key)
         rows += task_rows
         metrics[task] = task_metrics
         p_values[task] = task_p
+        paired[task] = task_paired
     overall: dict[str, float] = {}
     if len(by_task) > 1:
         scores: dict[str, list[float]] = {}
         for row in rows:
             scores.setdefault(row["method"], []).append(row["task_score"])
         overall = {m: float(np.mean(s)) for m, s in scores.items()}
-    return RankingTable(rows=rows, metrics=metrics, overall=overall, p_values=p_values)
+    return RankingTable(rows=rows, metrics=metrics, overall=overall, p_values=p_values, paired=paired)
