@@ -149,6 +149,7 @@ def main() -> None:
 
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
+    trainer.set_deep_supervision_enabled(False)  # as nnU-Net's own predictor builds the network
     predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
                                 device=torch.device("cpu"), verbose=False, allow_tqdm=False)
     predictor.manual_initialization(trainer.network, trainer.plans_manager, trainer.configuration_manager,

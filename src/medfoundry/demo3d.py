@@ -28,7 +28,7 @@ _PROTOCOL_FIGURES = ("dice", "lesionwise_dice", "hd95", "lesionwise_hd95", "tp",
 
 
 def run_demo3d(out: str | Path, minutes: float = 3.0, cases: int = 16, test_cases: int = 4, seed: int = 0,
-               device: str = "auto", console: Console | None = None) -> Path:
+               device: str = "auto", threads: int = 0, console: Console | None = None) -> Path:
     """Run the 3D demo into ``out``; returns the path of the HTML report."""
     from .data.adapters.nnunet_folder import import_volumes3d
     from .data.synthetic.phantoms3d import BRATS_REGIONS, make_phantoms
@@ -53,7 +53,7 @@ def run_demo3d(out: str | Path, minutes: float = 3.0, cases: int = 16, test_case
     console.rule(f"2/5 training, {minutes} min, regions {BRATS_REGIONS}")
     if not (run / "model" / "config.json").is_file():
         cfg = SegmentConfig(database=str(db), task=TASK, minutes=minutes, regions=BRATS_REGIONS, seed=seed,
-                            device=device, checkpoint_every=0)
+                            device=device, checkpoint_every=0, threads=threads)
         train_segmentation(cfg, run, progress=True)
     summary = json.loads((run / "summary.json").read_text())
     console.print(f"{summary['steps']} steps in {summary['seconds']:.0f} s; validation Dice {summary['val_dice']}")
@@ -61,7 +61,7 @@ def run_demo3d(out: str | Path, minutes: float = 3.0, cases: int = 16, test_case
 
     t0 = time.perf_counter()
     console.rule("3/5 prediction on held-out cases")
-    report = predict_folder(run, raw / "imagesTs", preds, labels=raw / "labelsTs", device=device)
+    report = predict_folder(run, raw / "imagesTs", preds, labels=raw / "labelsTs", device=device, threads=threads)
     console.print(f"mean Dice on {len(report['cases'])} held-out cases: {report['mean']}")
     timings["predict_s"] = time.perf_counter() - t0
 

@@ -147,18 +147,24 @@ def test_several_tasks_and_errors():
 def test_paired_differences_name_the_better_method_and_their_interval():
     from medfoundry.learn2reg.ranking import rank_task
 
-    def results(name, dice):
+    def results(name, dice, label2_shift=0.0):
         cases = [{"pair_id": f"{i:04d}_{i:04d}", "status": "ok",
-                  "dice_initial_per_label": {"1": 0.5, "2": 0.5}, "dice_per_label": {"1": d, "2": d},
+                  "dice_initial_per_label": {"1": 0.5, "2": 0.5},
+                  "dice_per_label": {"1": d - label2_shift, "2": d + label2_shift},
                   "sdlogj_official": 0.1} for i, d in enumerate(dice)]
         return {"format": "medfoundry.l2r.results/1", "task": "T", "method": name, "cases": cases}
 
     good = results("good", [0.8 + 0.01 * i for i in range(12)])
-    bad = results("bad", [0.7 + 0.01 * i + (0.02 if i % 2 else -0.02) for i in range(12)])
+    # Labels of one pair move together, so the pair is the unit: a label-level spread that
+    # cancels within each pair must not widen the interval of the difference.
+    bad = results("bad", [0.7 + 0.01 * i + (0.02 if i % 2 else -0.02) for i in range(12)], label2_shift=0.05)
     *_, paired = rank_task([good, bad])
     entry = paired["dice"][0]
     assert (entry["a"], entry["b"]) == ("good", "bad")
     assert entry["mean_diff"] == pytest.approx(0.1)
-    assert 0.08 < entry["low"] < 0.1 < entry["high"] < 0.12 and entry["p"] < 0.01 and entry["n"] == 24
+    assert 0.08 < entry["low"] < 0.1 < entry["high"] < 0.12 and entry["p"] < 0.01 and entry["n"] == 12
+    assert [e["n"] for e in paired["sdlogj"]] == [12] and paired["sdlogj"][0]["mean_diff"] == 0
     same = rank_task([good, results("twin", [0.8 + 0.01 * i for i in range(12)])])[-1]["dice"][0]
     assert same["mean_diff"] == 0 and same["p"] == 1.0
+    worse_first = rank_task([bad, good])[-1]["dice"][0]
+    assert worse_first["mean_diff"] == pytest.approx(-0.1) and worse_first["high"] < 0

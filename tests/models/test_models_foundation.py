@@ -12,7 +12,7 @@ from medfoundry.data.loading import BatchStream, TaskDataset
 from medfoundry.data.tasks import TaskSpec
 from medfoundry.errors import CheckpointError, ConfigError
 from medfoundry.models import EncoderWithAdapters, FoundationModel, load_encoder, load_encoder_state
-from medfoundry.models.adapters import AdapterBank, adapt_input_weight
+from medfoundry.models.stems import AdapterBank, adapt_input_weight
 
 
 def _batches(db, size=6, seed=0):

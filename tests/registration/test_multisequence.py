@@ -58,8 +58,9 @@ def test_contrasts_really_differ(sequences):
     assert np.corrcoef(t1[brain], flair_on_t1[brain])[0, 1] < 0.0
 
 
-@pytest.mark.parametrize("method, tolerance_mm", [("rigid", 1.0), ("affine", 1.8)])
+@pytest.mark.parametrize("method, tolerance_mm", [("rigid", 1.5), ("affine", 1.8)])
 def test_linear_alignment_recovers_the_transform_in_mm(sequences, method, tolerance_mm):
+    """Tolerances are under half a voxel (3-3.9 mm voxels)."""
     header_only = register(sequences["t1"], sequences["flair"], method="affine", iterations=0,
                            center_of_mass=False, device="cpu")
     result = register(sequences["t1"], sequences["flair"], method=method, device="cpu",

@@ -115,3 +115,23 @@ def test_under_trained_baseline_is_flagged(tmp_path):
     assert "in 1 of 2 seeds the baseline&#x27;s best validation score came at its last step (60 steps)" in html
     assert html.count("may be under-trained") == 1
 
+
+
+def test_goal_thresholds_come_from_the_transfer_config(tmp_path):
+    from medfoundry.transfer import TransferConfig
+
+    s = summarise(_records())
+    # 0.785 at 1 % is 96.9 % of 0.81: met at the default 95 %, not at 99 %
+    strict = {(x.goal, x.task): x for x in goal_verdicts(s, TransferConfig(goal_in_domain_ratio=0.99))}
+    assert strict[("A", "ind")].status == "NOT MET" and "99 %" in strict[("A", "ind")].text
+    # goal B judged at 100 % instead of 50 %: the 100 % run of mt on ood does not exist
+    moved = {(x.goal, x.task): x for x in goal_verdicts(s, TransferConfig(goal_out_of_domain_fraction=1.0))}
+    assert moved[("B", "ood")].status == "NOT EVALUATED"
+    # build_report reads the goals the sweep recorded in config.json
+    store = ResultStore(tmp_path)
+    store.records = _records()
+    store.save()
+    (tmp_path / "config.json").write_text(json.dumps({"transfer": TransferConfig(goal_in_domain_ratio=0.99).to_dict()}))
+    html = build_report(tmp_path).read_text()
+    assert "Goal A (in-domain): <span class='notmet'>NOT MET</span>" in html
+    assert ">= 99 % of the random-init" in html

@@ -42,6 +42,6 @@ def tiny_config(task, **overrides):
 
     base = dict(database=str(task.root.parent.parent), task=task.name, encoder_kwargs=TINY_ENCODER,
                 adapter_channels=8, patch=(32, 32, 32), batch_size=2, steps=4, checkpoint_every=2, warmup_steps=1,
-                device="cpu", seed=3)
+                device="cpu", seed=3, threads=1)
     base.update(overrides)
     return SegmentConfig(**base)

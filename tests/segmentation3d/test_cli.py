@@ -20,14 +20,15 @@ def test_import_train_predict_end_to_end(tiny_folder, tmp_path, capsys):
     config = tmp_path / "seg.yaml"
     config.write_text(yaml.safe_dump({"encoder_kwargs": TINY_ENCODER, "adapter_channels": 8, "warmup_steps": 1}))
     assert main(["segment", "train", "--database", str(db), "--task", "tiny", "--out", str(run), "--steps", "2",
-                 "--patch", "32", "32", "32", "--batch-size", "2", "--regions", "WT=1,2;TC=1", "--device", "cpu", "--config", str(config),
-                 "--no-progress"]) == 0
+                 "--patch", "32", "32", "32", "--batch-size", "2", "--threads", "1", "--regions", "WT=1,2;TC=1",
+                 "--device", "cpu", "--config", str(config), "--no-progress"]) == 0
     assert main(["segment", "predict", str(run), "--images", str(tiny_folder / "imagesTr"), "--out", str(preds),
-                 "--labels", str(tiny_folder / "labelsTr"), "--tta", "--device", "cpu", "--no-progress"]) == 0
+                 "--labels", str(tiny_folder / "labelsTr"), "--device", "cpu", "--threads", "1",
+                 "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "wrote 4 label maps" in out and "WT" in out
     summary = json.loads((preds / "summary.json").read_text())
-    assert set(summary["mean"]) == {"WT", "TC"} and summary["tta"] is True
+    assert set(summary["mean"]) == {"WT", "TC"} and summary["tta"] is False
     src = nib.load(str(tiny_folder / "imagesTr" / "case1_0000.nii.gz"))
     pred = nib.load(str(preds / "case1.nii.gz"))
     assert pred.shape == src.shape and np.allclose(pred.affine, src.affine)

@@ -51,7 +51,7 @@ def test_predictions_keep_shape_and_affine_after_resampling(tiny_folder, tmp_pat
                             classes=["background", "core", "shell"], spacing=(1.5, 1.5, 1.5))
     train_segmentation(tiny_config(task, steps=1), tmp_path / "run", progress=False)
     report = predict_folder(tmp_path / "run", tiny_folder / "imagesTr", tmp_path / "pred",
-                            labels=tiny_folder / "labelsTr", device="cpu")
+                            labels=tiny_folder / "labelsTr", device="cpu", threads=1)
     assert len(report["cases"]) == 4 and set(report["mean"]) == {"core", "shell"}
     for entry in report["cases"]:
         src = nib.load(str(tiny_folder / "imagesTr" / f"{entry['case']}_0000.nii.gz"))

@@ -75,3 +75,22 @@ def test_extract_image_files(toy_db, tmp_path):
         assert data["source"].tolist() == [str(tmp_path / "0.png"), str(tmp_path / "1.png")]
     assert main(["extract", "--encoder", str(tmp_path / "enc"), "--images", "nope.png",
                  "--out", str(tmp_path / "g.npz")]) == 2
+
+
+def test_example_configs_load_and_the_demo_config_is_the_demo(monkeypatch, tmp_path):
+    import importlib
+    from pathlib import Path
+
+    from medfoundry.training import PretrainConfig
+
+    pretrain_module = importlib.import_module("medfoundry.training.pretrain")  # the package re-exports a function
+
+    configs = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
+    assert configs, "configs/ holds no example configuration"
+    loaded = {p.stem: PretrainConfig.from_yaml(p) for p in configs}  # raises ConfigError on a bad field
+    assert loaded["pretrain_default"].differences(PretrainConfig()) == []
+    captured = {}
+    monkeypatch.setattr(pretrain_module, "pretrain", lambda cfg: captured.setdefault("cfg", cfg))
+    pretrain_module.pretrain_demo(tmp_path / "db", tmp_path / "run", rounds=200)  # the demo's call
+    demo = captured["cfg"]
+    assert demo.differences(loaded["pretrain_cpu_demo"]) == ["database", "out"]

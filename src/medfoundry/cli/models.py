@@ -58,7 +58,8 @@ def show_command(
     as_json: bool = typer.Option(False, "--json", help="Print the config and parameter counts as JSON."),
 ) -> None:
     """Describe a checkpoint folder: encoder, adapters, tasks and parameter counts."""
-    from ..models.foundation import CONFIG_NAME, FoundationModel, load_encoder
+    from ..models.checkpoint import CONFIG_NAME
+    from ..models.foundation import FoundationModel, load_encoder
 
     config = json.loads((directory / CONFIG_NAME).read_text(encoding="utf-8")) \
         if (directory / CONFIG_NAME).is_file() else None

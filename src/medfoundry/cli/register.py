@@ -1,4 +1,4 @@
-"""``medfoundry register`` and ``medfoundry l2r run``: registration of NIfTI/DICOM files.
+"""``medfoundry register``: registration of NIfTI/DICOM files (``l2r run`` lives in cli/l2r.py).
 
 Thin layer over :func:`medfoundry.registration.api.register` (any method, any two grids). Fields
 are written as Learn2Reg expects: ``(H, W, D, 3)`` float32 fixed voxels, fixed -> moving, with
@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
-import numpy as np
 import typer
 from rich.console import Console
 
@@ -20,7 +19,6 @@ __all__ = ["register", "register_command"]
 
 _console = Console()
 
-PresetOpt = Annotated[str, typer.Option("--preset", help="brain_mr, abdomen_ct or lung_ct.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 SetOpt = Annotated[Optional[list[str]], typer.Option(
     "--set", help="Override a parameter, e.g. --set regularisation=2 (repeatable; see docs/registration.md).")]
@@ -28,28 +26,6 @@ ConfigOpt = Annotated[Optional[Path], typer.Option(
     "--config", help="YAML file of parameters (may name 'preset:'); --set overrides it.")]
 LabelsModeOpt = Annotated[bool, typer.Option(
     "--use-labels", help="Label-driven mode: register the one-hot segmentations (needs labels for both images).")]
-
-
-def _read_nifti(path: Path, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """Volume and 4x4 affine of a NIfTI file; raises ``RegistrationError`` naming the file."""
-    from ..learn2reg import read_nifti
-
-    data, affine, _ = read_nifti(path, what)
-    if data.ndim == 4 and data.shape[-1] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise RegistrationError(f"{path}: {what} must be a 3D volume, found shape {data.shape}")
-    return data, affine
-
-
-def _config(preset: Optional[str], config_file: Optional[Path], overrides: Optional[list[str]], use_labels: bool):
-    """The hybrid method's config from a preset, a YAML file and ``--set`` overrides."""
-    from ..registration.presets import parse_overrides, resolve_config
-
-    values: dict[str, Any] = parse_overrides(overrides)
-    if use_labels:
-        values["features"] = "labels"
-    return resolve_config("hybrid", preset or "brain_mr", config_file=config_file, **values)[1]
 
 
 def _method_choice(method: Optional[str], rigid: bool, affine_only: bool, deformable: bool) -> tuple[Optional[str], dict[str, str]]:
@@ -111,7 +87,7 @@ def register_command(
                  "warped_image": warped_image_out, "world_field": world_out})
     if warped_out is not None:
         source = warp_labels if warp_labels is not None else moving_labels
-        save_nifti(warped_out, result.warp(source, order=0, name="segmentation to warp"), result._fixed_affine())
+        save_nifti(warped_out, result.warp(source, order=0, name="segmentation to warp"), result.fixed_grid_affine)
     _console.print(f"field {out} ({result.method}, {result.runtime_s:.1f} s on {result.device})", highlight=False)
 
 

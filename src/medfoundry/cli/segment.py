@@ -65,13 +65,9 @@ def volumes3d_cmd(
 ) -> None:
     """Store an nnU-Net-style folder as a 3D segmentation task (whole volumes, memory-mapped)."""
     from ..data.adapters.nnunet_folder import import_volumes3d
-    from ..data.tasks import Modality
-    from ..errors import ConfigError
+    from ..data.tasks import parse_modality
 
-    try:
-        modality = Modality(modality).value
-    except ValueError as err:
-        raise ConfigError(f"--modality {modality!r}: expected one of {', '.join(m.value for m in Modality)}") from err
+    modality = parse_modality(modality, where="--modality").value
     names = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
     stored = _run_with_bar("import", lambda cb: import_volumes3d(
         images, labels, db, task, modality=modality, classes=names, spacing=spacing, intensity=intensity,
@@ -123,6 +119,8 @@ def train_cmd(
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Patches per step.")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed.")] = None,
+    threads: Annotated[Optional[int], typer.Option(
+        "--threads", help="CPU threads (default 0: the cores not already busy).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="SegmentConfig YAML; flags override it.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
 ) -> None:
@@ -134,7 +132,7 @@ def train_cmd(
     if steps is not None or minutes is not None:  # a budget flag replaces the file's budget
         base["steps"], base["minutes"] = steps, minutes
     for key, value in (("encoder_name", encoder_name), ("regions", regions), ("patch", patch),
-                       ("batch_size", batch_size), ("device", device), ("seed", seed)):
+                       ("batch_size", batch_size), ("device", device), ("seed", seed), ("threads", threads)):
         if value is not None:
             base[key] = list(value) if isinstance(value, tuple) else value
     cfg = SegmentConfig.from_dict(base, source=str(config or "flags"))
@@ -153,13 +151,15 @@ def predict_cmd(
     labels: Annotated[Optional[Path], typer.Option(
         "--labels", help="Reference label folder: print Dice and write OUT/summary.json.")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    threads: Annotated[int, typer.Option("--threads", help="CPU threads (0: the cores not already busy).")] = 0,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
 ) -> None:
     """Predict label maps with the shape and affine of each CASE_0000 file."""
     from ..segmentation import predict_folder
 
     report = _run_with_bar("predict", lambda cb: predict_folder(run, images, out, tta=tta, device=device,
-                                                                 labels=labels, progress=cb), progress)
+                                                                 labels=labels, threads=threads, progress=cb),
+                           progress)
     line = f"wrote {len(report['cases'])} label maps to {out}"
     if "mean" in report:
         line += "; mean Dice: " + ", ".join(f"{k} {v:.3f}" for k, v in report["mean"].items())

@@ -6,9 +6,9 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 
-__all__ = ["TaskKind", "Modality", "TaskSpec", "SPLITS"]
+__all__ = ["TaskKind", "Modality", "TaskSpec", "SPLITS", "parse_modality"]
 
 SPLITS = ("train", "val", "test")
 
@@ -29,6 +29,19 @@ class Modality(str, Enum):
     MICROSCOPIC = "microscopic"  # fluorescence, histology, cytology
     XRAY = "x-ray"  # projection radiography
     OTHER = "other"  # fundus, dermoscopy, ultrasound, ...
+
+
+def parse_modality(value: "Modality | str", where: str = "modality") -> Modality:
+    """The :class:`Modality` named by ``value`` (a member or its value, e.g. ``"x-ray"``).
+
+    Raises:
+        ConfigError: naming ``where`` (an option or field), the value and the valid values.
+    """
+    try:
+        return Modality(value)
+    except ValueError as err:
+        valid = ", ".join(m.value for m in Modality)
+        raise ConfigError(f"{where} {value!r}: expected one of {valid}") from err
 
 
 @dataclass(frozen=True)

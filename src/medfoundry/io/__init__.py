@@ -9,7 +9,8 @@ from .images import read_image as read_image
 from .volumes import VOLUME_SUFFIXES as VOLUME_SUFFIXES
 from .volumes import VolumeRead as VolumeRead
 from .volumes import read_nifti as read_nifti
+from .volumes import read_nifti_header as read_nifti_header
 from .volumes import read_volume as read_volume
 
 __all__ = ["IMAGE_SUFFIXES", "NORMALIZE_MODES", "ImageRead", "file_suffix", "normalize_intensity", "read_image",
-           "VOLUME_SUFFIXES", "VolumeRead", "read_nifti", "read_volume"]
+           "VOLUME_SUFFIXES", "VolumeRead", "read_nifti", "read_nifti_header", "read_volume"]

@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import DataError
 from .images import file_suffix, looks_like_dicom
 
-__all__ = ["VolumeRead", "read_volume", "read_nifti", "VOLUME_SUFFIXES"]
+__all__ = ["VolumeRead", "read_volume", "read_nifti", "read_nifti_header", "VOLUME_SUFFIXES"]
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".dcm", ".dicom")
 
@@ -91,22 +91,39 @@ def read_nifti(path: str | Path, what: str = "image", error: type[Exception] = D
     Raises:
         ``error``: missing or unreadable file, naming it and ``what`` it should hold.
     """
-    import nibabel as nib
-
-    path = Path(path)
-
-    def fail(message: str) -> Exception:
-        return DataError(message, path=path) if error is DataError else error(f"{path}: {message}")
-
-    if not path.is_file():
-        raise fail(f"{what} not found")
+    img = _load_nifti(Path(path), what, error)
     try:
-        img = nib.load(str(path))
         data = np.asanyarray(img.dataobj)
     except Exception as err:  # nibabel raises several unrelated types for corrupt files
-        raise fail(f"cannot read {what} ({type(err).__name__}: {err})") from err
+        raise _failure(Path(path), f"cannot read {what} ({type(err).__name__}: {err})", error) from err
     spacing = tuple(float(z) for z in img.header.get_zooms()[:3])
     return data, np.asarray(img.affine, dtype=np.float64), spacing
+
+
+def read_nifti_header(path: str | Path, what: str = "image", error: type[Exception] = DataError
+                      ) -> tuple[tuple[int, ...], np.ndarray, tuple[float, ...]]:
+    """Shape, 4x4 affine (voxel -> RAS+ mm) and voxel size (mm) of a NIfTI, without its data.
+
+    Args and Raises as :func:`read_nifti`.
+    """
+    img = _load_nifti(Path(path), what, error)
+    spacing = tuple(float(z) for z in img.header.get_zooms()[:3])
+    return tuple(int(s) for s in img.shape), np.asarray(img.affine, dtype=np.float64), spacing
+
+
+def _failure(path: Path, message: str, error: type[Exception]) -> Exception:
+    return DataError(message, path=path) if error is DataError else error(f"{path}: {message}")
+
+
+def _load_nifti(path: Path, what: str, error: type[Exception]):
+    import nibabel as nib
+
+    if not path.is_file():
+        raise _failure(path, f"{what} not found", error)
+    try:
+        return nib.load(str(path))
+    except Exception as err:  # nibabel raises several unrelated types for corrupt files
+        raise _failure(path, f"cannot read {what} ({type(err).__name__}: {err})", error) from err
 
 
 def _read_nifti(path: Path, dtype) -> VolumeRead:

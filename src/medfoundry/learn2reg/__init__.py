@@ -58,6 +58,8 @@ from .metrics import target_registration_error as target_registration_error
 from .metrics import warp_labels as warp_labels
 from .ranking import rank_results as rank_results
 from .ranking import rank_task as rank_task
+from .runner import SplitRun as SplitRun
+from .runner import run_split as run_split
 
 __all__ = [
     "EvaluationConfig", "EvaluationMethod", "evaluation_config_from_dict", "load_evaluation_config",
@@ -70,4 +72,5 @@ __all__ = [
     "hd95_per_label", "jacobian_determinant", "jacobian_statistics", "non_diffeomorphic_volume", "sdlogj_official",
     "target_registration_error", "warp_labels",
     "rank_results", "rank_task",
+    "SplitRun", "run_split",
 ]

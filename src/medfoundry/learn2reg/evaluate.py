@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ..errors import RegistrationError
+from ..io.volumes import read_nifti_header
 from ..utils import atomic_write_json
 from .config import EvaluationConfig, EvaluationMethod, load_evaluation_config
 from .files import (Learn2RegDataset, Pair, find_field, load_displacement, load_spacing, load_volume, read_json,
@@ -196,11 +197,9 @@ def _spacing_for(dataset_root: Path, image_rel: str, candidates: Sequence[Path])
 
 def _header_shape(root: Path, pair: Pair) -> tuple[int, ...] | None:
     """Spatial shape of the fixed image (or its mask) from the NIfTI header, if either exists."""
-    import nibabel as nib
-
     for path in (root / pair.fixed, related_path(root, pair.fixed, "masks")):
         if path.is_file():
-            return tuple(int(s) for s in nib.load(str(path)).shape[:3])
+            return read_nifti_header(path, "fixed image", RegistrationError)[0][:3]
     return None
 
 

@@ -34,6 +34,7 @@ import numpy as np
 
 from ..errors import RegistrationError
 from ..io.volumes import read_nifti as _read_nifti
+from ..io.volumes import read_nifti_header
 from ..utils import atomic_path
 
 __all__ = [
@@ -317,9 +318,7 @@ def read_json(path: str | Path, what: str) -> Any:
 
 def load_spacing(path: str | Path) -> tuple[float, ...]:
     """Voxel size (mm) from a NIfTI header without loading the data."""
-    import nibabel as nib
-
-    return tuple(float(z) for z in nib.load(str(path)).header.get_zooms()[:3])
+    return read_nifti_header(path, "image", RegistrationError)[2]
 
 
 def find_field(fields_dir: str | Path, pair: Pair) -> Path:
@@ -361,12 +360,7 @@ def _read_field_array(path: Path) -> np.ndarray:
     if name.endswith(".npy"):
         return np.load(path)
     if name.endswith((".nii.gz", ".nii")):
-        import nibabel as nib
-
-        try:
-            return np.asanyarray(nib.load(str(path)).dataobj)
-        except Exception as err:  # nibabel raises several unrelated types for corrupt files
-            raise RegistrationError(f"{path}: cannot read NIfTI field ({err})") from err
+        return _read_nifti(path, "NIfTI field", RegistrationError)[0]
     raise RegistrationError(f"{path}: unknown field format; expected .nii.gz or .npz")
 
 

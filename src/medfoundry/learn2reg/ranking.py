@@ -52,6 +52,7 @@ __all__ = [
     "significant_wins",
     "scores_from_wins",
     "metric_samples",
+    "entry_pair_ids",
     "rank_task",
     "rank_results",
     "RankingTable",
@@ -246,6 +247,23 @@ def metric_samples(metric: str, per_method: dict[str, dict[str, dict]], pair_ids
     raise RegistrationError(f"ranking: unknown metric {metric!r}")
 
 
+def entry_pair_ids(metric: str, per_method: dict[str, dict[str, dict]], pair_ids: list[str]) -> list[str]:
+    """The pair id of each entry :func:`metric_samples` returns for ``metric``, in its order."""
+    if metric in ("dice", "dsc30", "hd95"):
+        entries = _label_entries(pair_ids, per_method)
+        return [e[0] for e in (_hardest(entries, "low") if metric == "dsc30" else entries)]
+    if metric in ("tre", "tre30"):
+        entries = _point_entries(pair_ids, per_method, _tre_key(per_method))
+        return [e[0] for e in (_hardest(entries, "high") if metric == "tre30" else entries)]
+    return list(pair_ids)
+
+
+def _per_pair_means(values: np.ndarray, groups: list[str]) -> np.ndarray:
+    order = list(dict.fromkeys(groups))
+    index = np.array([order.index(g) for g in groups], dtype=np.int64)
+    return np.bincount(index, weights=values, minlength=len(order)) / np.bincount(index, minlength=len(order))
+
+
 def _tre_key(per_method: dict[str, dict[str, dict]]) -> str:
     for cases in per_method.values():
         for c in cases.values():
@@ -265,8 +283,9 @@ class RankingTable:
         overall: method -> mean task score (only with several tasks).
         p_values: task -> metric -> {"methods": [...], "p": matrix as lists}.
         paired: task -> metric -> one entry per pair of methods (``a``, ``b``, ``mean_diff`` =
-            mean of a - b over the same filled entries, its 95 % bootstrap interval ``low`` and
-            ``high``, the sign-flip permutation ``p`` and ``n`` entries), from
+            mean over registration pairs of a - b, each pair's value the mean of its filled
+            entries; its 95 % bootstrap interval ``low`` and ``high``, the sign-flip permutation
+            ``p`` and ``n`` registration pairs), from
             :func:`medfoundry.evaluation.stats.paired_difference`. The ranking's own test pools
             entries unpaired, as the challenge does; this says by how much two methods differ.
     """
@@ -345,7 +364,8 @@ class RankingTable:
                 lines.append("| " + " | ".join(cells) + " |")
             lines.append("")
             if self.paired.get(task):
-                lines.append(f"Paired differences (a - b on the same entries, 95 % CI, sign-flip p), {task}:\n")
+                lines.append(f"Paired differences (a - b on the same registration pairs, 95 % CI, sign-flip p), "
+                             f"{task}:\n")
                 lines.append("| metric | a | b | mean a - b | 95 % CI | p | n |")
                 lines.append("|---|---|---|---|---|---|---|")
                 for metric, entries in self.paired[task].items():
@@ -437,11 +457,12 @@ def rank_task(results: Sequence[dict[str, Any]], *, alpha: float = ALPHA, runtim
         weight_sum += weight
         p_values[metric] = {"methods": names, "p": [[None if math.isnan(v) else float(v) for v in row] for row in p]}
         paired[metric] = []
-        for i, a in enumerate(names):
+        # Pairs, not (pair, label) or landmark entries, are the independent units of the comparison.
+        groups = entry_pair_ids(metric, per_method, pair_ids)
+        per_pair = {n: _per_pair_means(samples[n], groups) for n in names} if groups else {}
+        for i, a in enumerate(names if groups else []):
             for b in names[i + 1:]:
-                if samples[a].size == 0 or samples[a].shape != samples[b].shape:
-                    continue
-                d = paired_difference(samples[a], samples[b])
+                d = paired_difference(per_pair[a], per_pair[b])
                 paired[metric].append({"a": a, "b": b, "mean_diff": d.difference, "low": d.low, "high": d.high,
                                        "p": d.p_value, "n": d.n})
         for n in names:

@@ -1,9 +1,9 @@
 """Models: encoder registry, input adapters, shared decoder, task heads, foundation model."""
 
-from .adapters import AdapterBank as AdapterBank
-from .adapters import AdapterResolution as AdapterResolution
-from .adapters import InputAdapter as InputAdapter
-from .adapters import adapter_key as adapter_key
+from .stems import AdapterBank as AdapterBank
+from .stems import AdapterResolution as AdapterResolution
+from .stems import InputAdapter as InputAdapter
+from .stems import adapter_key as adapter_key
 from .boxes import batched_nms as batched_nms
 from .boxes import box_iou as box_iou
 from .boxes import generalized_box_iou as generalized_box_iou

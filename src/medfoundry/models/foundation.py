@@ -5,27 +5,12 @@ the encoder, the shared decoder (only for heads with ``uses_decoder``) and that 
 so only that path's parameters receive gradients (the memory-decoupled multi-task loop
 relies on this).
 
-Checkpoint folder written by :meth:`FoundationModel.save_pretrained`::
-
-    DIR/
-      config.json          {"format": "medfoundry.foundation", "format_version": 1,
-                            "medfoundry_version", "encoder": {"name", "spatial_dims",
-                            "in_channels", "kwargs", "defaults"}, "decoder_channels",
-                            "decoder_full_resolution",
-                            "adapters": [{"key", "modality", "channels"}, ...],
-                            "adapter_standardize", "tasks": [TaskSpec.to_dict(), ...],
-                            "head_kwargs": {task: {...}}, "save_id"}
-      model.safetensors    every weight; keys "trunk.encoder.*", "trunk.adapters.adapters.<key>.*",
-                           "decoder.*", "heads.<task>.*"
-
-Both files are written atomically, weights first; ``save_id`` (also in the weights' metadata)
-pairs them, so weights and config of two different saves are never loaded together.
+The checkpoint folder format (``config.json`` + ``model.safetensors``) and its reading and
+writing live in :mod:`medfoundry.models.checkpoint`.
 """
 
 from __future__ import annotations
 
-import json
-import uuid
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -33,14 +18,16 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..data.tasks import Modality, TaskSpec
+from ..data.tasks import Modality, TaskSpec, parse_modality
 from ..errors import CheckpointError, ConfigError
-from ..utils import atomic_path, atomic_write_json, look_up_option
-from .adapters import AdapterBank, AdapterResolution, parse_adapter_key
+from ..utils import look_up_option
+from .checkpoint import CONFIG_NAME, FORMAT, FORMAT_VERSION, WEIGHTS_NAME
+from .checkpoint import load_state, read_config, read_state_dict, read_weights, write_checkpoint
 from .decoders import SharedDecoder
 from .encoders import Encoder
 from .heads import Head, create_head
 from .registry import create_encoder
+from .stems import AdapterBank, AdapterResolution, parse_adapter_key
 
 __all__ = [
     "FoundationModel",
@@ -52,17 +39,6 @@ __all__ = [
     "FORMAT_VERSION",
 ]
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-FORMAT_VERSION = 1
-_FORMAT = "medfoundry.foundation"
-
-
-def _modality(m: Modality | str) -> str:
-    try:
-        return Modality(m).value
-    except ValueError as err:
-        raise ConfigError(f"unknown modality {m!r} (valid: {', '.join(x.value for x in Modality)})") from err
 
 
 def _pool(features: Sequence[torch.Tensor], multiscale: bool) -> torch.Tensor:
@@ -114,7 +90,7 @@ class EncoderWithAdapters(nn.Module):
     def ensure_adapter(self, modality: Modality | str, channels: int, dedicated: bool = False
                        ) -> AdapterResolution:
         """Make sure images of ``(modality, channels)`` can enter, following the fallback rule
-        of :mod:`medfoundry.models.adapters` (``dedicated=True``: give the key its own adapter,
+        of :mod:`medfoundry.models.stems` (``dedicated=True``: give the key its own adapter,
         initialised by that rule). Call before building an optimizer for a new modality so a
         new adapter's parameters are included."""
         return self.adapters.ensure(modality, channels, dedicated, device=next(self.encoder.parameters()).device)
@@ -135,7 +111,7 @@ class EncoderWithAdapters(nn.Module):
         image is the full-resolution skip of a ``SharedDecoder`` built with
         ``full_resolution_channels``."""
         self._check_image(image, "EncoderWithAdapters.forward")
-        adapted = self.adapters(image, _modality(modality))
+        adapted = self.adapters(image, parse_modality(modality).value)
         return adapted, self.encoder.forward_intermediates(adapted)
 
     def embed(self, image: torch.Tensor, modality: Modality | str, multiscale: bool = False) -> torch.Tensor:
@@ -156,9 +132,9 @@ class EncoderWithAdapters(nn.Module):
         """Write this extractor as a foundation checkpoint with no decoder and no tasks."""
         directory = Path(directory)
         state = {f"trunk.{k}": v for k, v in self.state_dict().items()}
-        config = {"format": _FORMAT, "format_version": FORMAT_VERSION, "medfoundry_version": __version__,
+        config = {"format": FORMAT, "format_version": FORMAT_VERSION, "medfoundry_version": __version__,
                   **self.config(), "decoder_channels": None, "tasks": [], "head_kwargs": {}}
-        _write_checkpoint(directory, state, config)
+        write_checkpoint(directory, state, config)
         return directory
 
 
@@ -240,7 +216,7 @@ class FoundationModel(nn.Module):
 
     def add_task(self, spec: TaskSpec, **head_kw: Any) -> Head:
         """Add the head of ``spec`` and, for a new ``"<modality>:<channels>"`` key, a dedicated
-        input adapter initialised by the fallback rule of :mod:`medfoundry.models.adapters`
+        input adapter initialised by the fallback rule of :mod:`medfoundry.models.stems`
         (a copy of a same-channel adapter, a channel-adapted copy, or fresh). Adding the same spec
         again returns the existing head; a different spec under an existing name is an error.
         New parameters live on the device of the trunk.
@@ -368,7 +344,7 @@ class FoundationModel(nn.Module):
 
     # ------------------------------------------------------------------ save/load
     def config(self) -> dict[str, Any]:
-        return {"format": _FORMAT, "format_version": FORMAT_VERSION, "medfoundry_version": __version__,
+        return {"format": FORMAT, "format_version": FORMAT_VERSION, "medfoundry_version": __version__,
                 **self.trunk.config(), "decoder_channels": self.decoder.out_channels,
                 "decoder_full_resolution": self.decoder.needs_skip,
                 "tasks": [s.to_dict() for s in self.task_specs.values()],
@@ -377,7 +353,7 @@ class FoundationModel(nn.Module):
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``config.json`` and ``model.safetensors`` into ``directory`` (atomically)."""
         directory = Path(directory)
-        _write_checkpoint(directory, self.state_dict(), self.config())
+        write_checkpoint(directory, self.state_dict(), self.config())
         return directory
 
     @classmethod
@@ -411,14 +387,14 @@ class FoundationModel(nn.Module):
                 not match the config.
         """
         directory = Path(directory)
-        config = _read_config(directory)
+        config = read_config(directory)
         model = cls.from_config(config, source=str(directory / CONFIG_NAME))
-        state = _read_weights(directory, map_location, config.get("save_id"))
-        _load_state(model, state, strict, directory / WEIGHTS_NAME)
+        state = read_weights(directory, map_location, config.get("save_id"))
+        load_state(model, state, strict, directory / WEIGHTS_NAME)
         return model.to(map_location)
 
 
-# ------------------------------------------------------------------------- checkpoint I/O
+# ------------------------------------------------------------------------- rebuilding from a checkpoint
 def _config_field(config: Mapping[str, Any], key: str, typ: type, source: str) -> Any:
     value = config.get(key)
     if not isinstance(value, typ):
@@ -433,76 +409,11 @@ def _add_adapters(trunk: EncoderWithAdapters, config: Mapping[str, Any], source:
         trunk.adapters.add(modality, channels)
 
 
-def _write_checkpoint(directory: Path, state: Mapping[str, torch.Tensor], config: dict[str, Any]) -> None:
-    from safetensors.torch import save_file
-
-    directory.mkdir(parents=True, exist_ok=True)
-    # safetensors refuses shared or non-contiguous storage; saved tensors are independent copies
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-    # Each file is replaced atomically, but a crash between the two renames would pair new
-    # weights with an old config: a shared id in both lets the loader detect that.
-    save_id = uuid.uuid4().hex
-    with atomic_path(directory / WEIGHTS_NAME) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": _FORMAT, "format_version": str(FORMAT_VERSION),
-                                               "save_id": save_id})
-    atomic_write_json(directory / CONFIG_NAME, {**config, "save_id": save_id})
-
-
-def _read_config(directory: Path) -> dict[str, Any]:
-    path = directory / CONFIG_NAME
-    if not path.is_file():
-        raise CheckpointError(f"{directory}: no {CONFIG_NAME} (not a medfoundry checkpoint folder, or an "
-                              "interrupted save)")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path}: not valid JSON: {err}") from err
-    if not isinstance(config, dict) or config.get("format") != _FORMAT:
-        raise CheckpointError(f"{path}: [format] expected {_FORMAT!r}, found {config.get('format')!r}"
-                              if isinstance(config, dict) else f"{path}: expected a JSON object")
-    if config.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: [format_version] expected {FORMAT_VERSION}, found "
-                              f"{config.get('format_version')!r}")
-    return config
-
-
-def _read_weights(directory: Path, map_location: str | torch.device, save_id: str | None = None
-                  ) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
-
-    path = directory / WEIGHTS_NAME
-    if not path.is_file():
-        raise CheckpointError(f"{path}: weights file missing")
-    try:
-        if save_id is not None:
-            with safe_open(str(path), framework="pt") as fh:
-                found = (fh.metadata() or {}).get("save_id")
-            if found != save_id:
-                raise CheckpointError(f"{path}: [save_id] the weights ({found}) do not belong to {CONFIG_NAME} "
-                                      f"({save_id}); a save was interrupted, save again")
-        return load_file(str(path), device=str(map_location))
-    except (SafetensorError, OSError, RuntimeError) as err:
-        raise CheckpointError(f"{path}: cannot read weights: {err}") from err
-
-
-def _load_state(module: nn.Module, state: Mapping[str, torch.Tensor], strict: bool, path: Path) -> None:
-    try:
-        result = module.load_state_dict(state, strict=strict)
-    except RuntimeError as err:
-        raise CheckpointError(f"{path}: weights do not match the config: {err}") from err
-    if not strict and (result.missing_keys or result.unexpected_keys):
-        import warnings
-
-        warnings.warn(f"{path}: missing {len(result.missing_keys)} keys, unexpected {len(result.unexpected_keys)}",
-                      stacklevel=3)
-
-
 def load_encoder(directory: str | Path, map_location: str | torch.device = "cpu") -> EncoderWithAdapters:
     """Load only the adapters and the encoder of a checkpoint folder (a
     ``FoundationModel.save_pretrained`` or ``EncoderWithAdapters.save_pretrained`` output)."""
     directory = Path(directory)
-    config = _read_config(directory)
+    config = read_config(directory)
     source = str(directory / CONFIG_NAME)
     enc = _config_field(config, "encoder", dict, source)
     try:
@@ -511,9 +422,9 @@ def load_encoder(directory: str | Path, map_location: str | torch.device = "cpu"
         _add_adapters(trunk, config, source)
     except (KeyError, TypeError, ValueError, ConfigError) as err:
         raise CheckpointError(f"{source}: cannot rebuild the encoder: {err}") from err
-    weights = _read_weights(directory, map_location, config.get("save_id"))
+    weights = read_weights(directory, map_location, config.get("save_id"))
     state = {k[len("trunk."):]: v for k, v in weights.items() if k.startswith("trunk.")}
-    _load_state(trunk, state, True, directory / WEIGHTS_NAME)
+    load_state(trunk, state, True, directory / WEIGHTS_NAME)
     return trunk.to(map_location)
 
 
@@ -536,24 +447,7 @@ def load_encoder_state(path: str | Path, name: str, spatial_dims: int = 2, map_l
         adapters are created on first use (no adapter weights come with a plain state dict).
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: file not found")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state: Any = load_file(str(path), device=str(map_location))
-        else:
-            state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any reader failure means an unusable file
-        raise CheckpointError(f"{path}: cannot read a state dict: {err}") from err
-    for key in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: expected a mapping of parameter names to tensors")
-    if state and all(k.startswith("module.") for k in state):  # saved from a DDP wrapper
-        state = {k[len("module."):]: v for k, v in state.items()}
+    state = read_state_dict(path, map_location)
     for prefix in ("trunk.encoder.", "encoder."):  # the encoder part of a larger model
         subset = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         if subset:
@@ -567,5 +461,5 @@ def load_encoder_state(path: str | Path, name: str, spatial_dims: int = 2, map_l
                               f"of a {name!r} encoder with spatial_dims={spatial_dims}, found "
                               f"{None if stem is None else tuple(stem.shape)}")
     trunk = EncoderWithAdapters(name, spatial_dims, int(stem.shape[1]), **encoder_kw)
-    _load_state(trunk.encoder, state, strict, path)
+    load_state(trunk.encoder, state, strict, path)
     return trunk.to(map_location)

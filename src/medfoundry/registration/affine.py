@@ -130,8 +130,8 @@ def _compose(outer: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
 
 def _optimise(frame: _Frame, fixed_feat: torch.Tensor, moving_feat: torch.Tensor, fmask: torch.Tensor | None,
               model: str, similarity: str, iterations: int, lr: float, shift: torch.Tensor,
-              factors: Sequence[int], base: int = 2, max_points: int = 50_000) -> torch.Tensor:
-    """Adam on the transform parameters over pyramid levels of features at ``1/base`` resolution.
+              factors: Sequence[int], max_points: int = 50_000) -> torch.Tensor:
+    """Adam on the transform parameters over pyramid levels of half-resolution features.
 
     A level with more than ``max_points`` cells uses a fixed, seeded random subset of them.
     """
@@ -151,7 +151,7 @@ def _optimise(frame: _Frame, fixed_feat: torch.Tensor, moving_feat: torch.Tensor
         fixed_level = pooled_features(fixed_feat, factor)
         moving_level = pooled_features(moving_feat, factor)
         weight = None if fmask is None else (pooled_features(fmask, factor) > 0).float().reshape(-1)
-        voxels = _level_points(frame.shape, base * factor, device)
+        voxels = _level_points(frame.shape, 2 * factor, device)
         target = fixed_level.reshape(fixed_level.shape[1], -1)
         if voxels.shape[1] > max_points:
             generator = torch.Generator(device="cpu").manual_seed(0)
@@ -167,7 +167,7 @@ def _optimise(frame: _Frame, fixed_feat: torch.Tensor, moving_feat: torch.Tensor
                     group["lr"] = lr * (1.0 - 0.9 * step / max(iterations - 1, 1))
                 optimiser.zero_grad(set_to_none=True)
                 moved = (matrix_a() @ centred + frame.extent * translation.view(spatial, 1)) / frame.s + frame.centre
-                warped = _sample_level(moving_level, moved, base * factor)
+                warped = _sample_level(moving_level, moved, 2 * factor)
                 if similarity == "ncc":
                     loss = _ncc_loss(warped, target, weight)
                 elif weight is None:
@@ -222,12 +222,11 @@ def affine_align(fixed: torch.Tensor, moving: torch.Tensor, iterations: int = 60
     # Work at half resolution: a linear transform needs no fine detail.
     fmask = pooled_features(fixed_mask.float(), 2) if fixed_mask is not None else None
 
-    def features(image: torch.Tensor, mask: torch.Tensor | None, scale: int = 2) -> torch.Tensor:
-        half = pooled_features(image.float(), scale)
+    def features(image: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        half = pooled_features(image.float(), 2)
         if similarity == "ncc":
             return half
-        return mind_ssc(half, mind_radius, mind_dilation,
-                        None if mask is None else pooled_features(mask.float(), scale))
+        return mind_ssc(half, mind_radius, mind_dilation, None if mask is None else pooled_features(mask.float(), 2))
 
     fixed_feat = features(fixed, fixed_mask)
     shift = torch.zeros(frame.spatial, device=device)
@@ -236,15 +235,13 @@ def affine_align(fixed: torch.Tensor, moving: torch.Tensor, iterations: int = 60
     total = _optimise(frame, fixed_feat, features(moving, moving_mask), fmask, model, similarity, iterations, lr,
                       shift, (2, 1))
     full = _level_points(shape, 1, device)
-    fixed_full = features(fixed, fixed_mask, 1) if refinements and similarity == "mind" else None
-    fmask_full = None if fixed_mask is None else fixed_mask.float()
     for _ in range(refinements if similarity == "mind" else 0):
         with torch.no_grad():
             points = total[:, :frame.spatial] @ full + total[:, frame.spatial:]
             warped = _sample_level(moving.float(), points, 1).reshape(1, 1, *shape)
             warped_mask = None if moving_mask is None else \
                 _sample_level(moving_mask.float(), points, 1).reshape(1, 1, *shape).round()
-        delta = _optimise(frame, fixed_full, features(warped, warped_mask, 1), fmask_full, model, similarity,
-                          max(iterations // 2, 1), lr / 4, torch.zeros(frame.spatial, device=device), (1,), base=1)
+        delta = _optimise(frame, fixed_feat, features(warped, warped_mask), fmask, model, similarity,
+                          max(iterations // 2, 1), lr / 4, torch.zeros(frame.spatial, device=device), (1,))
         total = _compose(total, delta)
     return total.float()

@@ -72,7 +72,9 @@ class RegistrationResult:
         """Seconds per stage plus ``total``."""
         return {**self.stage_times, "total": round(self.runtime_s, 4)}
 
-    def _fixed_affine(self) -> np.ndarray:
+    @property
+    def fixed_grid_affine(self) -> np.ndarray:
+        """The fixed grid's voxel -> world matrix (identity for bare arrays): the affine of every output."""
         return self.fixed_affine if self.fixed_affine is not None else np.eye(self.disp.shape[-1] + 1)
 
     def warp(self, volume: Any, order: int = 1, name: str = "volume to warp") -> np.ndarray:
@@ -90,9 +92,9 @@ class RegistrationResult:
             if self.moving_shape is not None and vol.shape != tuple(self.moving_shape):
                 raise RegistrationError(f"RegistrationResult.warp(): {name} has shape {vol.shape}, expected the "
                                         f"moving grid's {tuple(self.moving_shape)} (or pass (array, affine))")
-            affine = self.moving_affine if self.moving_affine is not None else self._fixed_affine()
+            affine = self.moving_affine if self.moving_affine is not None else self.fixed_grid_affine
             vol = Volume(vol.array, affine, vol.name)
-        return warp_volume(vol.array, self.disp, order=order, fixed_affine=self._fixed_affine(),
+        return warp_volume(vol.array, self.disp, order=order, fixed_affine=self.fixed_grid_affine,
                            moving_affine=vol.affine, device="cpu")
 
     @property
@@ -115,7 +117,7 @@ class RegistrationResult:
 
     def world_disp(self, lps: bool = False) -> np.ndarray:
         """The field in millimetres, ``(H, W, D, 3)``, fixed point -> moving point (RAS, or LPS for ITK)."""
-        return world_displacement(self.disp, self._fixed_affine(), lps=lps)
+        return world_displacement(self.disp, self.fixed_grid_affine, lps=lps)
 
     def metadata(self) -> dict[str, Any]:
         return {"method": self.method, "runtime_s": self.runtime_s, "device": self.device,
@@ -150,7 +152,7 @@ class RegistrationResult:
                 paths["warped_labels"] = folder / "warped_labels.nii.gz"
             if world:
                 paths["world_field"] = folder / "disp_world_lps.nii.gz"
-        affine = self._fixed_affine()
+        affine = self.fixed_grid_affine
         if "field" in paths:
             save_nifti(paths["field"], self.disp.astype(np.float32), affine)
         if "meta" in paths:

@@ -10,6 +10,9 @@ the training data does a pretrained encoder reach the score the **random-init ba
 * **Goal B** (out-of-domain tasks, ``role == "out-of-domain"``): the multi-task pretrained
   encoder (best of its modes) at 50 % of the data scores >= the random-init baseline at 100 %.
 
+The figures (1 %, 95 %, 50 %) are the defaults of ``TransferConfig.goal_*``; a report uses
+those recorded in the sweep's ``config.json``.
+
 A verdict compares means over seeds (all on the test split); the table beside it gives the
 95 % bootstrap CI (seeds x test cases, see :mod:`medfoundry.evaluation.stats`) so a reader
 can see whether the verdict is robust. A verdict whose runs are missing says so instead of
@@ -29,18 +32,15 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, MedfoundryError
 from ..evaluation.stats import mean_ci, seed_case_ci
+from ..transfer.config import TransferConfig
 from ..transfer.results import RESULTS_JSON, ResultStore
 from ..utils import atomic_write_text
 from .plots import Curve, efficiency_plot
 
-__all__ = ["build_report", "summarise", "goal_verdicts", "Summary", "Verdict", "GOAL_A_FRACTION",
-           "GOAL_A_RATIO", "GOAL_B_FRACTION"]
+__all__ = ["build_report", "summarise", "goal_verdicts", "Summary", "Verdict"]
 
-GOAL_A_FRACTION = 0.01
-GOAL_A_RATIO = 0.95
-GOAL_B_FRACTION = 0.5
 REPORT_NAME = "report.html"
 
 
@@ -137,8 +137,14 @@ def _fmt(x: float | None, digits: int = 3) -> str:
     return "n/a" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
 
 
-def goal_verdicts(summaries: dict[str, Summary]) -> list[Verdict]:
-    """Goal A and Goal B verdicts, one per (task, multi-task encoder) of the matching role."""
+def goal_verdicts(summaries: dict[str, Summary], config: TransferConfig | None = None) -> list[Verdict]:
+    """Goal A and Goal B verdicts, one per (task, multi-task encoder) of the matching role.
+
+    ``config`` supplies the goals' fractions and ratio (default: ``TransferConfig()``'s).
+    """
+    cfg = config or TransferConfig()
+    a_fraction, a_ratio = cfg.goal_in_domain_fraction, cfg.goal_in_domain_ratio
+    b_fraction = cfg.goal_out_of_domain_fraction
     out: list[Verdict] = []
     for task, s in summaries.items():
         if s.role not in ("in-domain", "out-of-domain"):
@@ -155,22 +161,22 @@ def goal_verdicts(summaries: dict[str, Summary]) -> list[Verdict]:
             continue
         for enc in encoders:
             if goal == "A":
-                threshold = GOAL_A_RATIO * ref.mean
+                threshold = a_ratio * ref.mean
                 pts = s.curves.get((enc, "frozen"), {})
-                p = next((v for f, v in pts.items() if _close(f, GOAL_A_FRACTION)), None)
-                what = f"frozen {enc} at {100 * GOAL_A_FRACTION:g} %"
-                need = f">= {100 * GOAL_A_RATIO:g} % of random-init at 100 % ({_fmt(ref.mean)}) = {_fmt(threshold)}"
+                p = next((v for f, v in pts.items() if _close(f, a_fraction)), None)
+                what = f"frozen {enc} at {100 * a_fraction:g} %"
+                need = f">= {100 * a_ratio:g} % of random-init at 100 % ({_fmt(ref.mean)}) = {_fmt(threshold)}"
             else:
                 threshold = ref.mean
                 cands = [(mode, v) for (e, mode), pts in s.curves.items() if e == enc
-                         for f, v in pts.items() if _close(f, GOAL_B_FRACTION)]
+                         for f, v in pts.items() if _close(f, b_fraction)]
                 cands = [(m, v) for m, v in cands if math.isfinite(v.mean)]
                 mode, p = max(cands, key=lambda mv: mv[1].mean) if cands else ("-", None)
-                what = f"{enc} ({mode}) at {100 * GOAL_B_FRACTION:g} %" if p is not None else enc
+                what = f"{enc} ({mode}) at {100 * b_fraction:g} %" if p is not None else enc
                 need = f">= random-init at 100 % = {_fmt(threshold)}"
             if p is None or not math.isfinite(p.mean):
                 ran = sorted({f for (e, _), pts in s.curves.items() if e == enc for f in pts})
-                frac = GOAL_A_FRACTION if goal == "A" else GOAL_B_FRACTION
+                frac = a_fraction if goal == "A" else b_fraction
                 mode_txt = "frozen " if goal == "A" else ""
                 out.append(Verdict(goal, task, enc, "NOT EVALUATED",
                                    f"no {mode_txt}run of {enc} at {100 * frac:g} % (fractions run: "
@@ -214,13 +220,27 @@ def _load_json(path: Path) -> Any:
         return None
 
 
-def _goal_section(verdicts: list[Verdict]) -> str:
+def _sweep_config(doc: Any) -> TransferConfig:
+    """The goals of the sweep that wrote ``config.json`` (defaults when absent or unreadable)."""
+    fields = doc.get("transfer") if isinstance(doc, dict) else None
+    if not isinstance(fields, dict):
+        return TransferConfig()
+    known = set(TransferConfig.field_names())
+    try:
+        return TransferConfig.from_dict({k: v for k, v in fields.items() if k in known}, source="config.json")
+    except MedfoundryError:
+        return TransferConfig()
+
+
+def _goal_section(verdicts: list[Verdict], cfg: TransferConfig) -> str:
+    a_fraction, a_ratio = cfg.goal_in_domain_fraction, cfg.goal_in_domain_ratio
+    b_fraction = cfg.goal_out_of_domain_fraction
     e = html.escape
     parts = ["<h2>Goals</h2>",
              f"<p class='small'>Goal A: on in-domain downstream tasks, the frozen multi-task encoder at "
-             f"{100 * GOAL_A_FRACTION:g} % of the training data reaches >= {100 * GOAL_A_RATIO:g} % of the "
+             f"{100 * a_fraction:g} % of the training data reaches >= {100 * a_ratio:g} % of the "
              f"random-init (fine-tuned) score at 100 %. Goal B: on out-of-domain tasks, the multi-task "
-             f"encoder at {100 * GOAL_B_FRACTION:g} % reaches the random-init score at 100 %. "
+             f"encoder at {100 * b_fraction:g} % reaches the random-init score at 100 %. "
              f"All numbers are test-split means over seeds.</p>"]
     for goal, name in (("A", "Goal A (in-domain)"), ("B", "Goal B (out-of-domain)")):
         vs = [v for v in verdicts if v.goal == goal]
@@ -302,7 +322,9 @@ def build_report(folder: str | Path, title: str | None = None) -> Path:
     summaries = summarise(store.records)
     if not summaries:
         raise DataError("results.json holds no successful run", path=folder / RESULTS_JSON)
-    verdicts = goal_verdicts(summaries)
+    config = _load_json(folder / "config.json")
+    goals = _sweep_config(config)
+    verdicts = goal_verdicts(summaries, goals)
     e = html.escape
     sections = []
     for task, s in sorted(summaries.items()):
@@ -316,7 +338,6 @@ def build_report(folder: str | Path, title: str | None = None) -> Path:
         png = efficiency_plot(curves, folder / "plots" / f"{task}.png", title=task, metric=s.metric,
                               reference=None if ref is None else ref.mean, chance=s.chance)
         sections.append(_task_section(s, png))
-    config = _load_json(folder / "config.json")
     versions = _load_json(folder / "versions.json")
     n_ok = sum(r.get("status") == "ok" for r in store.records)
     n_fail = len(store.records) - n_ok
@@ -328,7 +349,7 @@ def build_report(folder: str | Path, title: str | None = None) -> Path:
         f"{f' ({n_fail} failed runs not shown in the plots)' if n_fail else ''}. "
         "Lines: mean over seeds of the primary metric on the test split; bands: 95 % percentile bootstrap "
         "CI over seeds and test cases. Early stopping used the validation split only.</p>",
-        _goal_section(verdicts),
+        _goal_section(verdicts, goals),
         "<h2>Contents</h2><ul>" + "".join(f"<li><a href='#task-{e(t)}'>{e(t)}</a></li>" for t in sorted(summaries))
         + "</ul>",
         *sections,

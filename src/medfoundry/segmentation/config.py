@@ -48,7 +48,9 @@ class SegmentConfig(ConfigBase):
         val_patch: sliding-window size for validation and prediction (default: ``patch``).
         seed: seed of initialisation, patch sampling and augmentation.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        threads: torch CPU threads (0 = torch's default).
+        threads: torch CPU threads; 0 = the cores not already busy (cores minus the load
+            average, at least 1: on shared cores, threads that wait for each other are slower
+            than one thread).
     """
 
     database: str = ""

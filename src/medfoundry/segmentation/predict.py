@@ -44,14 +44,19 @@ class VolumePredictor:
         tta: average over all flips of the three axes (8 passes).
         device: ``auto``, ``cpu``, ``cuda``...
         overlap: sliding-window overlap (fraction of the window).
+        threads: torch CPU threads (0: the cores not already busy, see
+            :func:`~medfoundry.segmentation.model.set_cpu_threads`).
     """
 
-    def __init__(self, run: str | Path, tta: bool = False, device: str = "auto", overlap: float = 0.5):
+    def __init__(self, run: str | Path, tta: bool = False, device: str = "auto", overlap: float = 0.5,
+                 threads: int = 0):
         from ..inference.sliding_window import SlidingWindowPredictor
         from ..utils import resolve_device
-        from .model import load_network
+        from .model import load_network, set_cpu_threads
 
         self.device = resolve_device(device)
+        if self.device.type == "cpu":
+            set_cpu_threads(threads)
         self.net, self.config = load_network(run, self.device)
         self.regions = parse_regions(self.config["regions"]) if self.config.get("regions") else None
         self.classes = list(self.config["classes"])
@@ -81,7 +86,7 @@ class VolumePredictor:
 
 
 def predict_folder(run: str | Path, images: str | Path, out: str | Path, *, tta: bool = False,
-                   device: str = "auto", labels: str | Path | None = None,
+                   device: str = "auto", labels: str | Path | None = None, threads: int = 0,
                    progress: Callable[[int, int], Any] | None = None) -> dict[str, Any]:
     """Predict every case of ``images`` into ``out/CASE.nii.gz``.
 
@@ -94,6 +99,7 @@ def predict_folder(run: str | Path, images: str | Path, out: str | Path, *, tta:
         device: ``auto``, ``cpu``, ``cuda``...
         labels: optional folder of reference ``CASE.nii.gz``: Dice per case and the mean go to
             the returned report and ``out/summary.json``.
+        threads: torch CPU threads (0: the cores not already busy).
         progress: called as ``progress(done, total)`` after each case.
 
     Returns:
@@ -105,7 +111,7 @@ def predict_folder(run: str | Path, images: str | Path, out: str | Path, *, tta:
     from ..data.volumes3d import write_nifti
     from .scores import dice_scores, mean_scores
 
-    predictor = VolumePredictor(run, tta=tta, device=device)
+    predictor = VolumePredictor(run, tta=tta, device=device, threads=threads)
     cases = find_nnunet_cases(images, labels)
     out = Path(out)
     report: dict[str, Any] = {"run": str(run), "tta": tta, "cases": []}

@@ -94,7 +94,7 @@ def train_segmentation(cfg: SegmentConfig, run: str | Path, *, progress: bool = 
     from ..training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
     from ..training.logging import RunLogger
     from ..utils import resolve_device
-    from .model import build_network, build_trunk, save_network
+    from .model import build_network, build_trunk, save_network, set_cpu_threads
     from .patches import PatchSampler
     from .regions import format_regions, parse_regions
 
@@ -108,9 +108,8 @@ def train_segmentation(cfg: SegmentConfig, run: str | Path, *, progress: bool = 
     resume = _check_run(run, cfg)
     run.mkdir(parents=True, exist_ok=True)
     cfg.save(run / "config.yaml")
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
+    set_cpu_threads(cfg.threads)
 
     torch.manual_seed(cfg.seed)
     trunk = build_trunk(cfg.encoder, cfg.encoder_name, cfg.encoder_kwargs, cfg.adapter_channels)

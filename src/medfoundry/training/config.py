@@ -6,15 +6,10 @@ reproduced (``medfoundry pretrain --config RUN/config.yaml``) or resumed from th
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field, fields
-from pathlib import Path
-from typing import Any, Mapping
+from dataclasses import dataclass, field
 
-import yaml
-
-from ..errors import ConfigError
-from ..utils import atomic_write_text, look_up_option
+from ..config import ConfigBase
+from ..utils import look_up_option
 
 __all__ = ["PretrainConfig", "SAMPLING_POLICIES", "PRECISIONS", "LOSS_REDUCTIONS", "RESUMABLE_OVERRIDES"]
 
@@ -30,7 +25,7 @@ RESUMABLE_OVERRIDES = frozenset({
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(ConfigBase):
     """Everything that defines a pretraining run.
 
     Attributes:
@@ -103,15 +98,9 @@ class PretrainConfig:
     tensorboard: bool = False
     progress: bool = True
 
-    def __post_init__(self) -> None:
-        self.validate()
-
-    # ------------------------------------------------------------------ checks
     def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the field, the expected and the found value."""
-        def bad(name: str, expected: str) -> ConfigError:
-            return ConfigError(f"config field {name!r}: expected {expected}, got {getattr(self, name)!r}")
-
+        """Raise :class:`~medfoundry.errors.ConfigError` naming the field, the expected and the found value."""
+        bad = self.bad
         if isinstance(self.tasks, str):
             self.tasks = [t.strip() for t in self.tasks.split(",") if t.strip()]
         if self.tasks is not None:
@@ -151,50 +140,3 @@ class PretrainConfig:
             raise bad("eval_max_samples", "an integer >= 1 or null")
         if any(w < 0 for w in self.loss_weights.values()):
             raise bad("loss_weights", "non-negative weights")
-
-    # ------------------------------------------------------------------ I/O
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str = "config") -> "PretrainConfig":
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{source}: expected a mapping of config fields, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        for key in data:
-            if key not in known:
-                try:
-                    look_up_option(str(key), known, what=f"config field in {source}")
-                except ConfigError as err:
-                    raise ConfigError(str(err)) from None
-        try:
-            return cls(**dict(data))
-        except TypeError as err:
-            raise ConfigError(f"{source}: {err}") from err
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> "PretrainConfig":
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file does not exist")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from err
-        return cls.from_dict(data, source=str(path))
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["betas"] = list(self.betas)
-        return d
-
-    def save(self, path: str | Path) -> None:
-        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
-
-    def replace(self, **overrides: Any) -> "PretrainConfig":
-        """A copy with ``overrides`` applied (``None`` values are ignored: flag not given)."""
-        data = self.to_dict()
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        return PretrainConfig.from_dict(data, source="overrides")
-
-    def differences(self, other: "PretrainConfig") -> list[str]:
-        """Fields whose values differ between two configs."""
-        a, b = self.to_dict(), other.to_dict()
-        return [k for k in a if a[k] != b[k]]

@@ -14,10 +14,10 @@ from .efficiency import plan_runs as plan_runs
 from .efficiency import run_sweep as run_sweep
 from .efficiency import run_transfer as run_transfer
 from .efficiency import software_versions as software_versions
-from .encoders import EncoderSource as EncoderSource
-from .encoders import build_model as build_model
-from .encoders import parse_encoder as parse_encoder
-from .encoders import prepare_encoder as prepare_encoder
+from .sources import EncoderSource as EncoderSource
+from .sources import build_model as build_model
+from .sources import parse_encoder as parse_encoder
+from .sources import prepare_encoder as prepare_encoder
 from .finetune import run_finetune as run_finetune
 from .loop import TaskData as TaskData
 from .probe import FeatureCache as FeatureCache

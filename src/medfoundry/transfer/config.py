@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
-from ..errors import ConfigError
+from ..config import ConfigBase
 from ..utils import look_up_option
 
 __all__ = ["TransferConfig", "MODES", "VAL_POLICIES", "PROBES", "DEFAULT_FRACTIONS"]
@@ -18,7 +18,7 @@ DEFAULT_FRACTIONS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
 @dataclass
-class TransferConfig:
+class TransferConfig(ConfigBase):
     """Budgets and optimiser settings of every run of a sweep.
 
     A run trains for ``clip(max_epochs * steps_per_epoch, min_steps, max_steps)`` optimizer
@@ -45,9 +45,15 @@ class TransferConfig:
         finetune_max_steps: a lower cap for fine-tuning runs, whose steps cost a full
             forward/backward pass (``None``: ``max_steps``). Frozen runs train on cached
             features and are cheap, so they keep ``max_steps``.
-        goal_fractions: also run the fractions the report's goals are judged at: 1 % on
-            tasks whose ``extra["role"]`` is ``in-domain`` and 50 % on ``out-of-domain`` tasks
-            (only those tasks get the extra fraction).
+        goal_fractions: also run the fractions the report's goals are judged at
+            (``goal_in_domain_fraction`` on tasks whose ``extra["role"]`` is ``in-domain``,
+            ``goal_out_of_domain_fraction`` on ``out-of-domain`` tasks; only those tasks get
+            the extra fraction).
+        goal_in_domain_fraction, goal_in_domain_ratio: goal A of the report: a pretrained
+            encoder, frozen, trained on this fraction of an in-domain task reaches this ratio
+            of the reference (random init, fine-tuned, 100 %).
+        goal_out_of_domain_fraction: goal B: on an out-of-domain task, a pretrained encoder
+            (either mode) at this fraction reaches the reference.
         reference_full_budget: the reference run every goal is measured against (random init,
             fine-tuned, 100 % of the data) ignores ``finetune_max_steps`` and trains up to
             ``max_steps``, so a tight budget cannot flatter the pretrained encoders by
@@ -85,6 +91,9 @@ class TransferConfig:
     max_steps: int = 300
     finetune_max_steps: int | None = None
     goal_fractions: bool = True
+    goal_in_domain_fraction: float = 0.01
+    goal_in_domain_ratio: float = 0.95
+    goal_out_of_domain_fraction: float = 0.5
     reference_full_budget: bool = True
     eval_every: int | None = None
     min_eval_interval: int = 10
@@ -101,10 +110,8 @@ class TransferConfig:
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        def bad(name: str, expected: str) -> ConfigError:
-            return ConfigError(f"transfer config {name!r}: expected {expected}, got {getattr(self, name)!r}")
-
+    def validate(self) -> None:
+        bad = self.bad
         if isinstance(self.fractions, str):
             self.fractions = tuple(float(x) for x in self.fractions.split(",") if x.strip())
         self.fractions = tuple(sorted({float(f) for f in self.fractions}))
@@ -141,6 +148,14 @@ class TransferConfig:
             raise bad("weight_decay", "a number >= 0")
         look_up_option(self.val_policy, VAL_POLICIES, what="transfer val_policy")
         look_up_option(self.probe, PROBES, what="transfer probe")
+        for name in ("goal_in_domain_fraction", "goal_out_of_domain_fraction", "goal_in_domain_ratio"):
+            if not 0.0 < float(getattr(self, name)) <= 1.0:
+                raise bad(name, "a number in (0, 1]")
+
+    def goal_fraction(self, role: str | None) -> float | None:
+        """The training fraction the report's goal for a task of ``role`` is judged at (``None``: no goal)."""
+        return {"in-domain": self.goal_in_domain_fraction,
+                "out-of-domain": self.goal_out_of_domain_fraction}.get(role or "")
 
     def for_run(self, mode: str, reference: bool = False) -> "TransferConfig":
         """The config a run uses: ``finetune_max_steps`` applies to fine-tuning runs, except the
@@ -149,22 +164,3 @@ class TransferConfig:
             return self
         cap = self.finetune_max_steps
         return dataclasses.replace(self, max_steps=cap, min_steps=min(self.min_steps, cap))
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["fractions"] = list(self.fractions)
-        d["modes"] = list(self.modes)
-        return d
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "TransferConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        for key in data:
-            look_up_option(str(key), known, what="transfer config field")
-        return cls(**dict(data))
-
-    def replace(self, **overrides: Any) -> "TransferConfig":
-        """A copy with the non-``None`` ``overrides`` applied."""
-        d = self.to_dict()
-        d.update({k: v for k, v in overrides.items() if v is not None})
-        return TransferConfig.from_dict(d)

@@ -31,7 +31,7 @@ from ..errors import ConfigError, MedfoundryError
 from ..evaluation.tasks import chance_level, primary_bootstrap, primary_metric, task_metrics
 from ..utils import atomic_write_json, resolve_device
 from .config import TransferConfig
-from .encoders import EncoderSource, build_model, parse_encoder, prepare_encoder
+from .sources import EncoderSource, build_model, parse_encoder, prepare_encoder
 from .finetune import run_finetune
 from .loop import TaskData
 from .probe import FeatureCache, extract_features, run_frozen
@@ -62,10 +62,6 @@ def software_versions(device: torch.device | None = None) -> dict[str, Any]:
     return out
 
 
-# Fractions the report's goals are judged at (see medfoundry.reports.html), by task role.
-GOAL_FRACTIONS = {"in-domain": 0.01, "out-of-domain": 0.5}
-
-
 def plan_runs(tasks: Sequence[str], sources: Sequence[EncoderSource], cfg: TransferConfig,
               random_finetune: bool = True, roles: dict[str, str | None] | None = None
               ) -> list[tuple[str, EncoderSource, str, int, float]]:
@@ -80,8 +76,9 @@ def plan_runs(tasks: Sequence[str], sources: Sequence[EncoderSource], cfg: Trans
     for task in tasks:
         fractions = set(cfg.fractions)
         role = (roles or {}).get(task)
-        if cfg.goal_fractions and role in GOAL_FRACTIONS:
-            fractions |= {GOAL_FRACTIONS[role], 1.0}
+        goal = cfg.goal_fraction(role)  # where the report judges its goals (TransferConfig.goal_*)
+        if cfg.goal_fractions and goal is not None:
+            fractions |= {goal, 1.0}
         for src in sources:
             modes = list(cfg.modes)
             if random_finetune and src.kind == "random" and "finetune" not in modes:

@@ -1,4 +1,6 @@
-"""Input adapters: images of any channel count and modality enter one shared encoder.
+"""Input stems (``InputAdapter``): images of any channel count and modality enter one shared encoder.
+
+(Named ``stems`` so it is not confused with :mod:`medfoundry.data.adapters`, the importers.)
 
 Every image enters the encoder through the adapter of its key ``f"{modality}:{channels}"``
 (e.g. ``"x-ray:1"``, ``"microscopic:3"``). An adapter standardises each channel of each
@@ -42,29 +44,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from monai.networks.layers.factories import Conv
 from torch import nn
 
-from ..data.tasks import Modality
+from ..data.tasks import Modality, parse_modality
 from ..errors import ConfigError
 from .encoders import group_norm
 
 __all__ = ["InputAdapter", "AdapterBank", "AdapterResolution", "adapter_key", "parse_adapter_key", "adapt_input_weight"]
 
 
-def _modality_value(modality: Modality | str) -> str:
-    try:
-        return Modality(modality).value
-    except ValueError as err:
-        valid = ", ".join(m.value for m in Modality)
-        raise ConfigError(f"unknown modality {modality!r} (valid: {valid})") from err
-
-
 def adapter_key(modality: Modality | str, channels: int) -> str:
     """``"<modality>:<channels>"``, e.g. ``adapter_key("x-ray", 1) == "x-ray:1"``."""
     if int(channels) < 1:
         raise ConfigError(f"adapter_key: channels must be >= 1, got {channels!r}")
-    return f"{_modality_value(modality)}:{int(channels)}"
+    return f"{parse_modality(modality).value}:{int(channels)}"
 
 
 def parse_adapter_key(key: str) -> tuple[str, int]:
@@ -72,7 +65,7 @@ def parse_adapter_key(key: str) -> tuple[str, int]:
     modality, sep, channels = key.rpartition(":")
     if not sep or not channels.isdigit():
         raise ConfigError(f"adapter key {key!r} is not '<modality>:<channels>'")
-    return _modality_value(modality), int(channels)
+    return parse_modality(modality).value, int(channels)
 
 
 def adapt_input_weight(weight: torch.Tensor, channels: int) -> torch.Tensor:
@@ -115,6 +108,8 @@ class InputAdapter(nn.Module):
         shape = (1, channels) + (1,) * spatial_dims
         self.scale = nn.Parameter(torch.ones(shape))
         self.shift = nn.Parameter(torch.zeros(shape))
+        from monai.networks.layers.factories import Conv  # MONAI costs ~2 s to import: only when a model is built
+
         self.conv = Conv[Conv.CONV, spatial_dims](channels, out_channels, 3, padding=1, bias=False)
         self.norm = group_norm(out_channels)
         self.act = nn.SiLU()
