@@ -96,7 +96,7 @@ def run_cmd(
     out: Annotated[Path, typer.Option("--out", help="Folder for disp_FFFF_MMMM.nii.gz fields, runtimes.json and failures.json.")],
     split: Annotated[str, typer.Option("--split", help="val or test.")] = "val",
     method: Annotated[Optional[str], typer.Option("--method", help="Registration method (default: the preset's); see `medfoundry register --help`.")] = None,
-    preset: Annotated[Optional[str], typer.Option("--preset", help="brain_mr, abdomen_ct, lung_ct, ... (see docs/registration.md).")] = "brain_mr",
+    preset: Annotated[Optional[str], typer.Option("--preset", help="brain_mr, abdomen_ct, lung_ct, ... (sets the method; default: the method's defaults, brain_mr for hybrid; see docs/registration.md).")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML of method parameters applied on top of the preset.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override one parameter, key=value (repeatable).")] = None,

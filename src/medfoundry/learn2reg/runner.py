@@ -43,7 +43,7 @@ def _read_runtimes(path: Path) -> dict[str, float]:
 
 
 def run_split(dataset: str | Path, out: str | Path, split: str = "val", *, method: str | None = None,
-              preset: str | None = "brain_mr", config_file: str | Path | None = None,
+              preset: str | None = None, config_file: str | Path | None = None,
               overrides: Mapping[str, Any] | None = None, device: str = "auto", use_masks: bool = True,
               overwrite: bool = False, progress: Any = None) -> SplitRun:
     """Register the pairs of ``split`` and save ``disp_*.nii.gz`` fields (fixed affine kept).
