@@ -1,176 +1,188 @@
-"""Peer benchmark of deformable registration on synthetic MNI152 pairs with a known deformation.
+"""Peer benchmark of deformable registration, every method run as a fresh process, as a user runs it.
 
-Runs, in one process and one table: no registration, medfoundry's hybrid convex + Adam method,
-the ``convexadam`` package (PyPI, default settings), ANTsPy SyN (``type_of_transform="SyN"``)
-and itk-elastix B-spline (elastix's default ``bspline`` parameter map). Peers are optional
-(``pip install medfoundry[peers]``); a peer that does not import is reported as unavailable.
+Methods, side by side in one run on the same pairs and the same thread count (``--threads``):
 
-Pairs come from :func:`medfoundry.learn2reg.dataset.make_pair` (MNI152 template, random
-smooth deformation, bias fields, contrast change, noise, CSF/GM/WM labels per hemisphere,
-landmarks). Metrics come from :mod:`medfoundry.learn2reg`: Dice (mean over
-labels), DSC30 (mean of the 30 % lowest per-pair Dice), HD95 (mm), TRE (landmarks, mm),
-``err_mm`` (mean displacement error against the true field inside the brain, mm), sdlogj,
-folding_percent and runtime (wall seconds per pair, and CPU seconds of the process).
+* ``medfoundry``: the ``medfoundry register`` command (CLI start-up included);
+* ``convexadam``: the PyPI package's own entry, ``python -m convexAdam.convex_adam_MIND``
+  (default settings);
+* ``ants_syn``: ANTsPy ``ants.registration(type_of_transform="SyN")`` in a process that reads
+  both NIfTI files and writes the transforms.
 
-Every method runs with the same thread count (``--threads``, default 1) so the CPU runtimes
-compare. Peers' fields are read out convention-free: the method warps the three voxel-coordinate
-images of the moving grid (linear interpolation is exact for a linear function), so
-``coord(x) - x`` is the fixed -> moving field in voxels whatever the peer's internal frame.
+Peers live in a separate virtual environment (``--peers-python``, default ``.venv-peers``;
+create it with ``python3.11 -m venv .venv-peers`` and
+``.venv-peers/bin/pip install -c constraints.txt convexadam antspyx``); a missing peer is
+reported and the others still run.
+
+Pairs are a Learn2Reg-layout dataset made from the MNI152 template
+(:func:`medfoundry.learn2reg.dataset.make_dataset`, the same as ``medfoundry l2r
+make-dataset``) with known fields. Per process: wall time, CPU time (user + system of the child
+and its children, from ``os.wait4``) and peak RSS. Accuracy from :mod:`medfoundry.learn2reg`:
+Dice (mean over labels), DSC30, HD95 (mm), TRE (landmarks, mm), ``err_mm`` (mean distance to
+the true field inside the brain, mm), sdlogj, folding. ANTs' transforms become a voxel field
+afterwards, outside the timed process, by warping the moving grid's coordinate images (linear
+interpolation is exact for a linear function).
+
+The machine's load average is printed with every run: on a shared machine absolute times are
+inflated, so compare the same-run ratios (ours / convexadam wall, ours / ANTs CPU).
 
 Example::
 
-    python benchmarks/registration_peers.py --resolution 2 --pairs 3 --out reg_peers_2mm.json
-    python benchmarks/registration_peers.py --scaling --methods medfoundry,convexadam
+    python benchmarks/registration_peers.py --resolution 2 --pairs 3 --threads 2 --out reg_peers_2mm.json
+    python benchmarks/registration_peers.py --scaling --methods medfoundry,convexadam --threads 2
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ("medfoundry", "convexadam", "ants_syn")
 
-def _set_threads(threads: int) -> None:
+# The timed ANTs process: read both files, register, record the transform files.
+_ANTS_RUN = """
+import json, sys
+import ants
+fixed, moving, prefix = sys.argv[1:4]
+out = ants.registration(ants.image_read(fixed), ants.image_read(moving), type_of_transform="SyN",
+                        outprefix=prefix, random_seed=0)
+json.dump(out["fwdtransforms"], open(prefix + "transforms.json", "w"))
+"""
+
+# Untimed: the transforms as a fixed -> moving voxel field, by warping the moving grid's
+# coordinate images (outside the moving image: the nearest valid vector).
+_ANTS_FIELD = """
+import json, sys
+import ants, numpy as np
+from scipy import ndimage
+fixed_path, moving_path, prefix, out = sys.argv[1:5]
+fixed, moving = ants.image_read(fixed_path), ants.image_read(moving_path)
+transforms = json.load(open(prefix + "transforms.json"))
+coords = []
+for axis in range(3):
+    grid = np.meshgrid(*[np.arange(s, dtype=np.float32) for s in moving.shape], indexing="ij")[axis]
+    image = ants.from_numpy(grid, origin=moving.origin, spacing=moving.spacing, direction=moving.direction)
+    coords.append(ants.apply_transforms(fixed, image, transforms, interpolator="linear",
+                                        defaultvalue=-1e6).numpy())
+coords = np.stack(coords, -1)
+valid = (coords > -1e5).all(-1)
+disp = coords - np.stack(np.meshgrid(*[np.arange(s) for s in fixed.shape], indexing="ij"), -1)
+if not valid.all():
+    _, index = ndimage.distance_transform_edt(~valid, return_indices=True)
+    disp = disp[tuple(index)]
+np.save(out, disp.astype(np.float32))
+"""
+
+
+def _thread_env(threads: int) -> dict[str, str]:
+    env = dict(os.environ)
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                  "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"):
-        os.environ[name] = str(threads)
+        env[name] = str(threads)
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    return env
 
 
-def _fill_outside(disp: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Replace field vectors where the peer sampled outside the moving image by the nearest valid one."""
-    if valid.all():
-        return disp
-    from scipy import ndimage
-
-    _, index = ndimage.distance_transform_edt(~valid, return_indices=True)
-    return disp[tuple(index)]
-
-
-def _coordinate_images(shape: tuple[int, ...]) -> list[np.ndarray]:
-    return [g.astype(np.float32) for g in np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")]
-
-
-# ---------------------------------------------------------------------------------------------
-# Methods: each takes a pair dict and returns a (H, W, D, 3) voxel field, fixed -> moving.
-# ---------------------------------------------------------------------------------------------
-
-def run_none(pair: dict[str, Any], threads: int) -> np.ndarray:
-    return np.zeros(pair["fixed"].shape + (3,), np.float32)
-
-
-def run_ours(pair: dict[str, Any], threads: int, **overrides: Any) -> np.ndarray:
-    import torch
-
-    from medfoundry.registration.api import register_images
-
-    torch.set_num_threads(threads)
-    return register_images(pair["fixed"], pair["moving"], preset="brain_mr", device="cpu", **overrides).disp
-
-
-def run_convexadam(pair: dict[str, Any], threads: int) -> np.ndarray:
-    import torch
-    from convexAdam.convex_adam_MIND import convex_adam_pt
-
-    torch.set_num_threads(threads)
-    disp = convex_adam_pt(pair["fixed"], pair["moving"], device=torch.device("cpu"))
-    return np.asarray(disp, dtype=np.float32)
-
-
-def run_ants(pair: dict[str, Any], threads: int) -> np.ndarray:
-    import ants
-
-    spacing = tuple(float(s) for s in pair["spacing"])
-    fixed = ants.from_numpy(pair["fixed"].astype(np.float32), spacing=spacing)
-    moving = ants.from_numpy(pair["moving"].astype(np.float32), spacing=spacing)
-    result = ants.registration(fixed, moving, type_of_transform="SyN", random_seed=0)
-    shape = pair["fixed"].shape
-    coords = []
-    for grid in _coordinate_images(shape):
-        image = ants.from_numpy(grid, spacing=spacing)
-        warped = ants.apply_transforms(fixed, image, result["fwdtransforms"], interpolator="linear",
-                                       defaultvalue=-1e6)
-        coords.append(warped.numpy())
-    return _field_from_coords(coords, shape)
-
-
-def _field_from_coords(coords: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
-    stacked = np.stack(coords, axis=-1).astype(np.float32)
-    valid = (stacked > -1e5).all(axis=-1)
-    disp = stacked - np.stack(_coordinate_images(shape), axis=-1)
-    return _fill_outside(disp, valid).astype(np.float32)
-
-
-def run_elastix(pair: dict[str, Any], threads: int) -> np.ndarray:
-    import itk
-
-    spacing = [float(s) for s in pair["spacing"]]
-
-    def to_itk(array: np.ndarray):
-        # ITK's array view is (z, y, x); transpose so ITK index i follows our axis 0.
-        image = itk.image_from_array(np.ascontiguousarray(array.astype(np.float32).transpose(2, 1, 0)))
-        image.SetSpacing(spacing)
-        return image
-
-    params = itk.ParameterObject.New()
-    params.AddParameterMap(params.GetDefaultParameterMap("bspline"))
-    with tempfile.TemporaryDirectory() as tmp:
-        _, result_params = itk.elastix_registration_method(
-            to_itk(pair["fixed"]), to_itk(pair["moving"]), parameter_object=params, log_to_console=False,
-            output_directory=tmp, number_of_threads=threads)
-    result_params.SetParameter("DefaultPixelValue", "-1000000")
-    result_params.SetParameter("FinalBSplineInterpolationOrder", "1")
-    shape = pair["fixed"].shape
-    coords = []
-    for grid in _coordinate_images(shape):
-        warped = itk.transformix_filter(to_itk(grid), result_params)
-        coords.append(itk.array_from_image(warped).transpose(2, 1, 0))
-    return _field_from_coords(coords, shape)
-
-
-METHODS: dict[str, tuple[Callable[..., np.ndarray], str | None]] = {
-    "none": (run_none, None),
-    "medfoundry": (run_ours, "medfoundry.registration.api"),
-    "convexadam": (run_convexadam, "convexAdam.convex_adam_MIND"),
-    "ants_syn": (run_ants, "ants"),
-    "elastix_bspline": (run_elastix, "itk"),
-}
-
-
-def available(module: str | None) -> tuple[bool, str]:
-    """Import the method's module now, so import time never counts as runtime."""
-    if module is None:
-        return True, ""
+def _loadavg() -> list[float] | None:
     try:
-        importlib.import_module(module)
-        if module == "itk":
-            import itk
-
-            itk.ParameterObject  # noqa: B018  (the elastix wrapping is a separate wheel)
-    except Exception as err:  # noqa: BLE001  (any import failure makes the peer unavailable)
-        return False, f"{type(err).__name__}: {err}"
-    return True, ""
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return None
 
 
-# ---------------------------------------------------------------------------------------------
+def run_process(cmd: list[str], log: Path, threads: int) -> dict[str, Any]:
+    """Run ``cmd`` as a fresh process; wall s, CPU s (user + system) and peak RSS (MB) of that child."""
+    with open(log, "wb") as out:
+        wall = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=_thread_env(threads))
+        # wait4 reports this child's own resource usage (RUSAGE_CHILDREN would mix all children).
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - wall
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    record = {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024,
+              "returncode": proc.returncode, "loadavg": _loadavg()}
+    if proc.returncode != 0:
+        tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+        record["error"] = " | ".join(tail) or f"exit code {proc.returncode}"
+    return record
 
-def evaluate(pair: dict[str, Any], disp: np.ndarray) -> dict[str, Any]:
+
+def peer_status(peers_python: Path) -> dict[str, str | None]:
+    """``{method: None if it can run, else the reason}``."""
+    status: dict[str, str | None] = {"medfoundry": None}
+    modules = {"convexadam": "convexAdam.convex_adam_MIND", "ants_syn": "ants"}
+    for method, module in modules.items():
+        if not peers_python.exists():
+            status[method] = f"no peers interpreter at {peers_python} (see the module docstring)"
+            continue
+        check = subprocess.run([str(peers_python), "-c", f"import {module}"], capture_output=True, text=True)
+        status[method] = None if check.returncode == 0 else (check.stderr.strip().splitlines() or ["?"])[-1]
+    return status
+
+
+def command(method: str, fixed: Path, moving: Path, work: Path, peers_python: Path,
+            overrides: list[str]) -> tuple[list[str], Path]:
+    """The command line of ``method`` and the file its result will be in."""
+    if method == "medfoundry":
+        exe = Path(sys.executable).with_name("medfoundry")
+        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "medfoundry"]
+        out = work / "disp.nii.gz"
+        cmd += ["register", str(fixed), str(moving), "--out", str(out), "--device", "cpu"]
+        for item in overrides:
+            cmd += ["--set", item]
+        return cmd, out
+    if method == "convexadam":
+        return ([str(peers_python), "-m", "convexAdam.convex_adam_MIND", "-f", str(fixed), "-m", str(moving),
+                 "--result_path", str(work)], work / "disp.nii.gz")
+    if method == "ants_syn":
+        return [str(peers_python), "-c", _ANTS_RUN, str(fixed), str(moving), str(work / "ants_")], work / "ants_"
+    raise ValueError(method)
+
+
+def read_field(method: str, result: Path, fixed: Path, moving: Path, peers_python: Path) -> np.ndarray:
+    """The method's output as a (H, W, D, 3) voxel field, fixed -> moving."""
+    if method == "ants_syn":
+        out = result.with_name("ants_field.npy")
+        subprocess.run([str(peers_python), "-c", _ANTS_FIELD, str(fixed), str(moving), str(result), str(out)],
+                       check=True, capture_output=True)
+        return np.load(out)
+    from medfoundry.learn2reg.files import load_displacement
+
+    return load_displacement(result)
+
+
+def load_truth(root: Path, case: str) -> dict[str, Any]:
+    from medfoundry.learn2reg.files import load_displacement, load_volume, read_points_csv
+
+    fixed_labels, spacing = load_volume(root / "labelsTr" / f"SynthMNI_{case}_0000.nii.gz", "labels")
+    moving_labels, _ = load_volume(root / "labelsTr" / f"SynthMNI_{case}_0001.nii.gz", "labels")
+    mask, _ = load_volume(root / "masksTr" / f"SynthMNI_{case}_0000.nii.gz", "mask")
+    return {"fixed_labels": fixed_labels.astype(np.int64), "moving_labels": moving_labels.astype(np.int64),
+            "fixed_landmarks": read_points_csv(root / "landmarksTr" / f"SynthMNI_{case}_0000.csv"),
+            "moving_landmarks": read_points_csv(root / "landmarksTr" / f"SynthMNI_{case}_0001.csv"),
+            "mask": mask > 0, "spacing": tuple(float(s) for s in spacing),
+            "true_disp": load_displacement(root / "ground_truth" / f"disp_{case}_{case}.nii.gz")}
+
+
+def evaluate(truth: dict[str, Any], disp: np.ndarray) -> dict[str, Any]:
     from medfoundry.learn2reg import evaluate_pair_arrays
 
-    record = evaluate_pair_arrays(disp, fixed_labels=pair["fixed_labels"], moving_labels=pair["moving_labels"],
-                                  fixed_points=pair["fixed_landmarks"], moving_points=pair["moving_landmarks"],
-                                  spacing=pair["spacing"], mask=pair["mask"])
-    error = np.linalg.norm((disp - pair["true_disp"]) * np.asarray(pair["spacing"], np.float32), axis=-1)
+    record = evaluate_pair_arrays(disp, fixed_labels=truth["fixed_labels"], moving_labels=truth["moving_labels"],
+                                  fixed_points=truth["fixed_landmarks"], moving_points=truth["moving_landmarks"],
+                                  spacing=truth["spacing"], mask=truth["mask"])
+    error = np.linalg.norm((disp - truth["true_disp"]) * np.asarray(truth["spacing"], np.float32), axis=-1)
     keep = {k: record.get(k) for k in ("dice", "hd95_mm", "tre_lm", "sdlogj", "folding_percent")}
     keep["dice_per_label"] = record.get("dice_per_label")
-    keep["err_mm"] = float(error[pair["mask"]].mean())
+    keep["err_mm"] = float(error[truth["mask"]].mean())
     return keep
 
 
@@ -180,38 +192,76 @@ def summarise(cases: list[dict[str, Any]]) -> dict[str, Any]:
         return float(np.mean(values)) if values else None
 
     out = {k: mean(k) for k in ("dice", "hd95_mm", "tre_lm", "err_mm", "sdlogj", "folding_percent",
-                                "runtime_s", "cpu_s")}
+                                "wall_s", "cpu_s", "peak_rss_mb")}
     # DSC30: mean of the lowest 30 % of all (pair, label) Dice values, as in Learn2Reg.
-    per_label = [v for c in cases for v in (c.get("dice_per_label") or {}).values() if v is not None]
-    if per_label:
-        per_label = np.sort(per_label)
-        out["dsc30"] = float(per_label[: max(1, int(np.ceil(0.3 * len(per_label))))].mean())
-    else:
-        out["dsc30"] = None
+    per_label = np.sort([v for c in cases for v in (c.get("dice_per_label") or {}).values() if v is not None])
+    out["dsc30"] = float(per_label[: max(1, int(np.ceil(0.3 * len(per_label))))].mean()) if len(per_label) else None
     return out
 
 
-def markdown(results: dict[str, Any], resolution: int) -> str:
-    cols = [("dice", "Dice ↑"), ("dsc30", "DSC30 ↑"), ("hd95_mm", "HD95 mm ↓"), ("tre_lm", "TRE mm ↓"),
-            ("err_mm", "field err mm ↓"), ("sdlogj", "sdlogj ↓"), ("folding_percent", "folding % ↓"),
-            ("runtime_s", "wall s/pair"), ("cpu_s", "CPU s/pair")]
-    lines = [f"| method ({resolution} mm) | " + " | ".join(c[1] for c in cols) + " |",
-             "|---|" + "---|" * len(cols)]
+COLUMNS = [("dice", "Dice ↑"), ("dsc30", "DSC30 ↑"), ("hd95_mm", "HD95 mm ↓"), ("tre_lm", "TRE mm ↓"),
+           ("err_mm", "field err mm ↓"), ("sdlogj", "sdlogj ↓"), ("folding_percent", "folding % ↓"),
+           ("wall_s", "wall s"), ("cpu_s", "CPU s"), ("peak_rss_mb", "peak RSS MB")]
+
+
+def markdown(results: dict[str, Any], title: str) -> str:
+    lines = [f"| {title} | " + " | ".join(c[1] for c in COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
     for name, entry in results.items():
-        if not entry.get("available", True):
-            lines.append(f"| {name} | unavailable: {entry.get('reason', '')} |" + " |" * (len(cols) - 1))
+        if entry.get("missing"):
+            lines.append(f"| {name} | missing: {entry['missing']} |" + " |" * (len(COLUMNS) - 1))
             continue
-        summary = entry["summary"]
-        cells = []
-        for key, _ in cols:
-            value = summary.get(key)
-            cells.append("–" if value is None else (f"{value:.4f}" if key == "folding_percent" else f"{value:.3f}"))
+        summary = entry.get("summary", {})
+        cells = ["–" if summary.get(k) is None else (f"{summary[k]:.4f}" if k == "folding_percent"
+                                                      else f"{summary[k]:.3f}") for k, _ in COLUMNS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _scaling_pair(path: Path) -> None:
-    """A 160 x 224 x 192 pair: MNI152 1 mm crop and its warp by a smooth field (up to 6 voxels)."""
+def ratios(results: dict[str, Any]) -> dict[str, float | None]:
+    def get(method: str, key: str) -> float | None:
+        return results.get(method, {}).get("summary", {}).get(key)
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return None if a is None or not b else a / b
+
+    return {"ours_over_convexadam_wall": ratio(get("medfoundry", "wall_s"), get("convexadam", "wall_s")),
+            "ours_over_convexadam_cpu": ratio(get("medfoundry", "cpu_s"), get("convexadam", "cpu_s")),
+            "ours_over_ants_cpu": ratio(get("medfoundry", "cpu_s"), get("ants_syn", "cpu_s")),
+            "ours_over_ants_wall": ratio(get("medfoundry", "wall_s"), get("ants_syn", "wall_s"))}
+
+
+def run_pairs(pairs: list[tuple[str, Path, Path, dict[str, Any] | None]], names: list[str], peers_python: Path,
+              threads: int, overrides: list[str], work: Path, label: str) -> dict[str, Any]:
+    """Every method on every pair, each run a fresh process; methods interleaved within a pair."""
+    status = peer_status(peers_python)
+    results: dict[str, Any] = {}
+    for name in names:
+        results[name] = {"missing": status[name]} if status.get(name) else {"cases": []}
+        if status.get(name):
+            print(f"{name}: missing ({status[name]}); the other methods still run", file=sys.stderr)
+    for case, fixed, moving, truth in pairs:
+        for name in names:
+            if results[name].get("missing"):
+                continue
+            folder = work / f"{name}_{case}"
+            folder.mkdir(parents=True, exist_ok=True)
+            cmd, result = command(name, fixed, moving, folder, peers_python, overrides if name == "medfoundry" else [])
+            record = {"case": case, **run_process(cmd, folder / "log.txt", threads)}
+            if "error" not in record and truth is not None:
+                record.update(evaluate(truth, read_field(name, result, fixed, moving, peers_python)))
+            results[name]["cases"].append(record)
+            shown = {k: round(v, 3) for k, v in record.items() if isinstance(v, float)}
+            print(f"[{label}] {case} {name}: {record.get('error') or shown} load {record['loadavg']}",
+                  file=sys.stderr, flush=True)
+    for entry in results.values():
+        done = [c for c in entry.get("cases", []) if "error" not in c]
+        if "cases" in entry:
+            entry["summary"] = summarise(done) if done else {}
+    return results
+
+
+def make_scaling_pair(folder: Path) -> tuple[Path, Path]:
+    """A 160 x 224 x 192 pair at 1 mm: an MNI152 crop and its warp by a smooth field (up to 6 voxels)."""
     import importlib.util
 
     import nibabel as nib
@@ -224,116 +274,59 @@ def _scaling_pair(path: Path) -> None:
     rng = np.random.default_rng(0)
     fixed = warp_array(t1, random_displacement(t1.shape, 6.0, 16.0, rng))
     moving = t1 + 0.01 * rng.standard_normal(t1.shape).astype(np.float32)
-    np.savez(path, fixed=fixed.astype(np.float32), moving=moving.astype(np.float32))
-
-
-def _scaling_worker(method: str, path: str, threads: int) -> dict[str, Any]:
-    """Run one method on the saved pair in this (fresh) process; peak RSS covers only this run."""
-    import resource
-
-    _set_threads(threads)
-    data = np.load(path)
-    pair = {"fixed": data["fixed"], "moving": data["moving"], "spacing": (1.0, 1.0, 1.0)}
-    fn, module = METHODS[method]
-    if module:
-        importlib.import_module(module)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    wall, cpu = time.perf_counter(), time.process_time()
-    fn(pair, threads)
-    return {"method": method, "shape": list(pair["fixed"].shape), "threads": threads,
-            "wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_before_mb": before,
-            "loadavg": open("/proc/loadavg").read().split()[:3] if Path("/proc/loadavg").exists() else None}
-
-
-def scaling(methods: list[str], threads: int) -> list[dict[str, Any]]:
-    """Time and peak memory of each method on a 160 x 224 x 192 pair, each in a fresh process."""
-    import multiprocessing
-
-    out = []
-    with tempfile.TemporaryDirectory() as tmp:
-        path = str(Path(tmp) / "pair.npz")
-        _scaling_pair(Path(path))
-        context = multiprocessing.get_context("spawn")
-        for method in methods:
-            ok, reason = available(METHODS[method][1])
-            if not ok:
-                out.append({"method": method, "available": False, "reason": reason})
-                continue
-            with context.Pool(1) as pool:
-                out.append(pool.apply(_scaling_worker, (method, path, threads)))
-            print(json.dumps(out[-1]), file=sys.stderr, flush=True)
-    return out
+    paths = folder / "scaling_fixed.nii.gz", folder / "scaling_moving.nii.gz"
+    for path, array in zip(paths, (fixed, moving)):
+        nib.save(nib.Nifti1Image(array.astype(np.float32), np.eye(4)), str(path))
+    return paths
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--resolution", type=int, default=2, help="MNI152 template resolution, mm (1 or 2)")
     parser.add_argument("--pairs", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0, help="first pair seed (pairs use seed, seed+1, ...)")
-    parser.add_argument("--threads", type=int, default=1, help="threads for every method")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the made dataset")
+    parser.add_argument("--dataset", type=Path, default=None,
+                        help="an existing dataset from 'medfoundry l2r make-dataset' (default: make one)")
+    parser.add_argument("--threads", type=int, default=2, help="threads for every method")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
+    parser.add_argument("--peers-python", type=Path, default=ROOT / ".venv-peers" / "bin" / "python",
+                        help="interpreter of the peers' virtual environment")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a medfoundry registration parameter")
+                        help="override a medfoundry registration parameter (passed to 'medfoundry register')")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON here (atomically)")
     parser.add_argument("--scaling", action="store_true",
-                        help="instead: time and peak RSS on a 160x224x192 pair, one fresh process per method")
+                        help="instead: time and peak RSS on a 160x224x192 1 mm pair, one fresh process per method")
     args = parser.parse_args(argv)
-    _set_threads(args.threads)
-    if args.scaling:
-        names = [m.strip() for m in args.methods.split(",") if m.strip() and m.strip() != "none"]
-        rows = scaling(names, args.threads)
-        if args.out is not None:
-            from medfoundry.utils import atomic_write_json
-
-            atomic_write_json(args.out, {"scaling": rows})
-        print(json.dumps(rows, indent=1))
-        return 0
-
-    from medfoundry.registration.presets import parse_overrides
-    from medfoundry.learn2reg.dataset import make_pair
-    from medfoundry.utils import atomic_write_json
-
-    overrides = parse_overrides(args.set)
-    names = [m.strip() for m in args.methods.split(",") if m.strip()]
-    results: dict[str, Any] = {}
+    names = [m.strip() for m in args.methods.split(",") if m.strip() and m.strip() != "none"]
     for name in names:
         if name not in METHODS:
             parser.error(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
-        ok, reason = available(METHODS[name][1])
-        results[name] = {"available": ok, "cases": []} if ok else {"available": False, "reason": reason}
-    for index in range(args.pairs):
-        seed = args.seed + index
-        pair = make_pair(args.resolution, seed)
-        for name in names:
-            if not results[name]["available"]:
-                continue
-            fn = METHODS[name][0]
-            kwargs = overrides if name == "medfoundry" else {}
-            wall = time.perf_counter()
-            cpu = time.process_time()
-            try:
-                disp = fn(pair, args.threads, **kwargs)
-            except Exception as err:  # noqa: BLE001  (a failing peer is reported, not fatal)
-                results[name]["cases"].append({"seed": seed, "error": f"{type(err).__name__}: {err}"})
-                print(f"[{args.resolution} mm] pair {seed} {name}: FAILED {err}", file=sys.stderr)
-                continue
-            record = {"seed": seed, "runtime_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
-            record.update(evaluate(pair, disp))
-            results[name]["cases"].append(record)
-            print(f"[{args.resolution} mm] pair {seed} {name}: dice {record['dice']:.3f} tre {record['tre_lm']:.3f} "
-                  f"fold% {record['folding_percent']:.4f} wall {record['runtime_s']:.1f}s cpu {record['cpu_s']:.1f}s",
-                  file=sys.stderr, flush=True)
-    for name, entry in results.items():
-        if entry.get("available"):
-            done = [c for c in entry["cases"] if "error" not in c]
-            entry["summary"] = summarise(done) if done else {}
-    report = {"resolution_mm": args.resolution, "pairs": args.pairs, "seed": args.seed, "threads": args.threads,
-              "overrides": overrides, "results": results, "markdown": markdown(results, args.resolution)}
+    from medfoundry.utils import atomic_write_json
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        if args.scaling:
+            fixed, moving = make_scaling_pair(work)
+            pairs = [("scaling", fixed, moving, None)]
+            title = "method (160x224x192, 1 mm)"
+        else:
+            root = args.dataset
+            if root is None:
+                from medfoundry.learn2reg.dataset import make_dataset
+
+                root = make_dataset(work / "dataset", args.resolution, args.pairs, args.seed)
+            cases = [f"{i + 1:04d}" for i in range(args.pairs)]
+            pairs = [(c, root / "imagesTr" / f"SynthMNI_{c}_0000.nii.gz", root / "imagesTr" / f"SynthMNI_{c}_0001.nii.gz",
+                      load_truth(root, c)) for c in cases]
+            title = f"method ({args.resolution} mm, {args.pairs} pairs)"
+        results = run_pairs(pairs, names, args.peers_python, args.threads, args.set, work, title)
+    report = {"mode": "scaling" if args.scaling else "pairs", "resolution_mm": args.resolution, "pairs": args.pairs,
+              "seed": args.seed, "threads": args.threads, "overrides": args.set, "results": results,
+              "ratios": ratios(results), "markdown": markdown(results, title)}
     if args.out is not None:
         atomic_write_json(args.out, report)
     print(report["markdown"])
-    print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "cases"} for k, v in results.items()}, indent=1))
+    print(json.dumps(report["ratios"], indent=1))
     return 0
 
 

@@ -91,3 +91,42 @@ def test_per_case_figures_equal_the_official_script(dataset, tmp_path, kind):
         dice_ours = [case["dice_per_label"].get(label) for label in labels]
         for a, b in zip(dice_ours, dice_official):
             assert (a is None and (b is None or b != b)) or a == pytest.approx(b, abs=1e-5)
+
+
+LUNG = Path(__file__).resolve().parents[2].parent / "shared" / "learn2reg" / "LungCT_val"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not LUNG.is_dir(), reason="shared LungCT_val files not present beside the checkout")
+def test_real_lungct_landmarks_keypoints_and_masked_sdlogj_equal_the_official_script(tmp_path):
+    """The official LungCT VAL configuration on the real points and lung masks (masked SDlogJ)."""
+    official = _official_module()
+    root = tmp_path / "LungCT"
+    (root / "imagesTr").mkdir(parents=True)
+    for sub in ("masksTr", "landmarksTr", "keypointsTr"):
+        (root / sub).symlink_to(LUNG / sub)
+    # The images are not shared; both scripts only read their headers' voxel size, which the
+    # fixed lung mask carries (both scans of a LungCT pair share it).
+    for scan in ("0000", "0001"):
+        (root / "imagesTr" / f"LungCT_0001_{scan}.nii.gz").symlink_to(LUNG / "masksTr" / "LungCT_0001_0000.nii.gz")
+    # Full-size fields are slow on a shared CPU: the first pair only, uncompressed, with
+    # a smooth field that folds in a block of voxel noise in the middle of the lungs.
+    config_data = json.loads((LUNG / "LungCT_VAL_evaluation_config.json").read_text())
+    config_data["eval_pairs"] = config_data["eval_pairs"][:1]
+    config = tmp_path / "LungCT_VAL_evaluation_config.json"
+    config.write_text(json.dumps(config_data))
+    shape = tuple(config_data["expected_shape"][:3])
+    rng = np.random.default_rng(201)
+    disp = np.moveaxis(random_displacement(shape, 4.0, 6.0, rng), 0, -1)
+    disp[60:120, 60:120, 80:140] += rng.normal(0.0, 1.2, size=(60, 60, 60, 3))
+    fields = tmp_path / "fields"
+    fields.mkdir()
+    np.savez(fields / "disp_0001_0001.npz", np.asarray(disp, dtype=np.float32))  # gzip would take 10 s
+    official.evaluate_L2R(str(fields), str(root), str(tmp_path / "official.json"), str(config))
+    theirs = json.loads((tmp_path / "official.json").read_text())["cases"]["0001_0000<--0001_0001"]
+    ours = evaluate_fields(root, fields, config=config)
+    assert not ours["failed"] and len(ours["cases"]) == 1
+    case = ours["cases"][0]
+    assert case["folding_percent"] > 0
+    for method, key in (("LogJacDetStd", "sdlogj_official"), ("TRE_lm", "tre_lm"), ("TRE_kp", "tre_kp")):
+        assert case[key] == pytest.approx(theirs[method]["mean"], abs=1e-5, rel=1e-5), method

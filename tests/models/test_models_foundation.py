@@ -396,3 +396,18 @@ def test_full_resolution_decoder(toy_db, batches, tmp_path):
         assert torch.equal(loaded(b["image"], "toy_seg"), model(b["image"], "toy_seg"))
     with pytest.raises(ValueError, match="skip"):
         model.decoder(model.features(b["image"], "tomographic"))
+
+
+def test_one_modality_parser_names_the_bad_value():
+    from medfoundry.data.tasks import Modality, parse_modality
+    from medfoundry.models import adapter_key
+
+    assert parse_modality("x-ray") is Modality.XRAY and parse_modality(Modality.OTHER) is Modality.OTHER
+    with pytest.raises(ConfigError, match=r"--modality 'ct': expected one of tomographic, microscopic, x-ray"):
+        parse_modality("ct", where="--modality")
+    # the stems and the model use the same parser (same message)
+    with pytest.raises(ConfigError, match=r"modality 'ct': expected one of"):
+        adapter_key("ct", 1)
+    trunk = EncoderWithAdapters("resnet_small", 2, 8)
+    with pytest.raises(ConfigError, match=r"modality 'ct': expected one of"):
+        trunk(torch.zeros(1, 1, 16, 16), "ct")

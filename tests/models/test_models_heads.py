@@ -31,10 +31,6 @@ def test_create_head_dispatches_on_kind():
         head = create_head(spec, ENC, 16)
         assert type(head) is cls
         assert head.uses_decoder == (cls in (SegmentationHead, DetectionHead))
-    assert [create_head(s, ENC, 16).primary_metric for s in (CLS, ML, SEG, DET)] == [
-        "balanced_accuracy", "auroc", "dice", "map50"]
-    with pytest.raises(ConfigError, match="classification"):
-        SegmentationHead(CLS, ENC, 16)
     with pytest.raises(ConfigError, match="score_treshold"):
         create_head(DET, ENC, 16, score_treshold=0.3)
 
@@ -181,20 +177,25 @@ def test_detection_3d_round_trip():
     assert head.loss(out, target).item() < 0.02
 
 
-def test_metrics_delegate_to_evaluation():
-    tasks = pytest.importorskip("medfoundry.evaluation.tasks")
+def test_heads_do_not_score_themselves():
+    # The model does not score itself: metrics and the primary metric belong to the kind.
+    import medfoundry.models.heads as heads_pkg
+    from medfoundry.evaluation.tasks import task_metrics
+
     for spec in (CLS, ML, SEG, DET):
-        assert create_head(spec, ENC, 16).primary_metric == tasks.primary_metric(spec.kind)
+        head = create_head(spec, ENC, 16)
+        assert not hasattr(head, "metrics") and not hasattr(head, "primary_metric")
+    for module in (heads_pkg.base, heads_pkg.pooled, heads_pkg.dense, heads_pkg.detection):
+        assert "evaluation" not in open(module.__file__, encoding="utf-8").read()
     head = create_head(CLS, ENC, 16)
     preds = head.decode(torch.tensor([[5.0, 0, 0, 0], [0, 5.0, 0, 0], [0, 0, 5.0, 0], [0, 0, 0, 5.0]]))
-    metrics = head.metrics(preds, [0, 1, 2, 0])
-    assert metrics["accuracy"] == pytest.approx(0.75)
+    assert task_metrics(CLS, preds, [0, 1, 2, 0])["accuracy"] == pytest.approx(0.75)
     seg = create_head(SEG, ENC, 16)
     logits = torch.zeros(1, 2, 8, 8)
     logits[0, 1, :4] = 5.0  # predicts the top half
     target = np.zeros((8, 8), np.int64)
     target[:2] = 1  # top quarter: Dice = 2 * 16 / (32 + 16)
-    assert seg.metrics(seg.decode(logits), [target])["dice"] == pytest.approx(2 / 3)
+    assert task_metrics(SEG, seg.decode(logits), [target])["dice"] == pytest.approx(2 / 3)
 
 
 def test_classification_label_smoothing_keeps_scale():

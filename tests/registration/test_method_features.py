@@ -66,3 +66,35 @@ def test_label_features_and_pooling():
     assert pooled.shape == (1, 2, 2, 2, 2)
     assert pooled[0, 1, 0, 0, 0].item() == pytest.approx(1.0)
     assert pooled[0, 0, 0, 0, 1].item() == pytest.approx(0.5)
+
+
+def _mind_reference(image, radius, dilation):
+    """MIND-SSC written plainly: replicate padding, avg_pool box means (the earlier kernel)."""
+    import torch.nn.functional as F
+
+    spatial = image.ndim - 2
+    pool = (F.avg_pool2d, F.avg_pool3d)[spatial - 2]
+    shape = image.shape[2:]
+    padded = F.pad(image, [dilation] * (2 * spatial), mode="replicate")
+
+    def at(offset):
+        return padded[(slice(None), slice(None)) + tuple(slice(dilation + dilation * o, dilation + dilation * o + s)
+                                                         for o, s in zip(offset, shape))]
+
+    channels = []
+    for a, b in mind_ssc_pairs(spatial):
+        diff = (at(a) - at(b)) ** 2
+        channels.append(pool(F.pad(diff, [radius] * (2 * spatial), mode="replicate"), 2 * radius + 1, stride=1))
+    ssd = torch.cat(channels, 1)
+    ssd = ssd - ssd.min(1, keepdim=True).values
+    variance = ssd.mean(1, keepdim=True)
+    level = float(variance.mean())
+    variance = variance.clamp(min=level * 1e-3 + 1e-12, max=level * 1e3 + 1e-12)
+    return torch.exp(-ssd / variance)
+
+
+@pytest.mark.parametrize("shape,radius,dilation", [((20, 18, 16), 1, 2), ((17, 15, 13), 2, 1), ((24, 20), 1, 2)])
+def test_mind_equals_the_plain_avg_pool_reference(shape, radius, dilation):
+    image = _volume(shape, seed=3)
+    fast = mind_ssc(image, radius, dilation)
+    assert torch.allclose(fast, _mind_reference(image, radius, dilation), atol=2e-5)

@@ -20,6 +20,7 @@ from medfoundry.registration.fields import (
     invert,
     jacobian_determinant,
     resize_field,
+    sample_points,
     warp,
 )
 
@@ -108,3 +109,55 @@ def test_invert_recovers_a_smooth_inverse():
     roundtrip = compose(disp, inverse)
     inner = (slice(None), slice(None)) + (slice(3, -3),) * 3
     assert roundtrip[inner].abs().max().item() < 0.05
+
+
+def _box_smooth_by_replicate_padding(tensor: torch.Tensor, radius: int, passes: int) -> torch.Tensor:
+    """The box filter written plainly (replicate pad, mean over the window), differentiated by autograd."""
+    out = tensor
+    for _ in range(passes):
+        for dim in range(2, tensor.ndim):
+            size = out.shape[dim]
+            index = torch.arange(size).view(-1, 1) + torch.arange(-radius, radius + 1).view(1, -1)
+            taps = out.index_select(dim, index.clamp(0, size - 1).reshape(-1))
+            out = taps.unflatten(dim, (size, 2 * radius + 1)).mean(dim + 1)
+    return out
+
+
+@pytest.mark.parametrize("shape,radius,passes", [((1, 3, 9, 7, 6), 1, 2), ((2, 2, 7, 5), 2, 3),
+                                                 ((1, 1, 3, 2, 4), 3, 1)])
+def test_box_smooth_gradient_equals_autograd_of_the_plain_filter(shape, radius, passes):
+    # radius 3 on axes of 2-4 voxels: windows that replicate a border voxel several times
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(*shape, dtype=torch.float64, generator=generator, requires_grad=True)
+    weights = torch.randn(*shape, dtype=torch.float64, generator=generator)
+    fast = box_smooth(x, radius, passes)
+    plain = _box_smooth_by_replicate_padding(x, radius, passes)
+    np.testing.assert_allclose(fast.detach().numpy(), plain.detach().numpy(), atol=1e-12)
+    (grad_fast,) = torch.autograd.grad((fast * weights).sum(), x)
+    (grad_plain,) = torch.autograd.grad((plain * weights).sum(), x)
+    np.testing.assert_allclose(grad_fast.numpy(), grad_plain.numpy(), atol=1e-12)
+    assert grad_fast.abs().max() > 0.1
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last_3d])
+def test_sample_points_split_over_threads_equals_one_grid_sample(layout):
+    import torch.nn.functional as F
+
+    generator = torch.Generator().manual_seed(2)
+    image = torch.rand(1, 3, 21, 19, 17, generator=generator).contiguous(memory_format=layout)
+    count = 3 * 4096 + 7  # more than one chunk per thread, and not a multiple of the thread count
+    grid = (torch.rand(count, 3, generator=generator) * 2.2 - 1.1).requires_grad_(True)
+    target = torch.rand(3, count, generator=generator)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        split = sample_points(image, grid)
+        (grad_split,) = torch.autograd.grad((split - target).pow(2).sum(), grid)
+    finally:
+        torch.set_num_threads(previous)
+    plain = F.grid_sample(image, grid.reshape(1, count, 1, 1, 3), mode="bilinear", padding_mode="border",
+                          align_corners=True).reshape(3, count)
+    (grad_plain,) = torch.autograd.grad((plain - target).pow(2).sum(), grid)
+    assert split.shape == (3, count)
+    np.testing.assert_allclose(split.detach().numpy(), plain.detach().numpy(), atol=1e-6)
+    np.testing.assert_allclose(grad_split.numpy(), grad_plain.numpy(), atol=1e-5)

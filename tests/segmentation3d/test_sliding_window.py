@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medfoundry.inference.sliding_window import SlidingWindowPredictor, flip_sets
+from medfoundry.inference.sliding_window import SlidingWindowPredictor, flip_sets, sliding_window
 
 
 class _Smooth(torch.nn.Module):
@@ -54,3 +54,22 @@ def test_bad_arguments():
         SlidingWindowPredictor(_Smooth(), (8, 8, 8), "relu")
     with pytest.raises(ValueError, match="spatial axes"):
         SlidingWindowPredictor(_Smooth(), (8, 8, 8))(torch.zeros(8, 8, 8))
+
+
+def test_wrapper_plugs_into_the_inference_seam():
+    from medfoundry.inference.predictors import compose, forward
+
+    class _Dense(torch.nn.Module):
+        def forward(self, x, task):
+            return x[:, :1] * 2.0  # pointwise, like a 1x1 head
+
+    image = torch.randn(2, 1, 21, 19)
+    predictor = compose(sliding_window((8, 8)))
+    torch.testing.assert_close(predictor(_Dense(), "seg", image), forward(_Dense(), "seg", image))
+
+    class _Pooled(torch.nn.Module):
+        def forward(self, x, task):
+            return x.mean(dim=(2, 3))
+
+    with pytest.raises(ValueError, match="dense output"):
+        predictor(_Pooled(), "cls", image)

@@ -94,3 +94,15 @@ def test_example_configs_load_and_the_demo_config_is_the_demo(monkeypatch, tmp_p
     pretrain_module.pretrain_demo(tmp_path / "db", tmp_path / "run", rounds=200)  # the demo's call
     demo = captured["cfg"]
     assert demo.differences(loaded["pretrain_cpu_demo"]) == ["database", "out"]
+
+
+def test_missing_optional_package_fails_loudly(toy_db, tmp_path, capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is not None:
+        pytest.skip("tensorboard is installed here")
+    args = ["pretrain", "--database", str(toy_db.root), "--out", str(tmp_path / "run"), "--rounds", "1",
+            "--batch-size", "2", "--device", "cpu", "--no-progress", "--tensorboard"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert "tensorboard package is not installed" in err and "--no-tensorboard" in err

@@ -211,7 +211,8 @@ def test_evaluate_matches_hand_count(toy_db):
     labels = [ds[i]["target"] for i in range(len(ds))]
     expected = float(np.mean(logits.argmax(1).numpy() == np.array(labels)))
     assert metrics["toy_cls"]["accuracy"] == pytest.approx(expected)
-    assert 0.0 <= metrics["toy_cls"]["accuracy_chance"] <= 1.0
+    spec = toy_db.task("toy_cls")
+    assert metrics["toy_cls"]["balanced_accuracy_chance"] == pytest.approx(1.0 / spec.num_classes)
 
 
 def test_loader_threads_do_not_change_the_result(toy_db):

@@ -18,6 +18,9 @@ from medfoundry.training.checkpoint import checkpoint_path, list_checkpoints
 WORKER = str(Path(__file__).parent / "training_worker.py")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
 ROUNDS = 8
+# Limits that only catch a hang: on a loaded 2-core machine starting a worker (torch + MONAI)
+# alone has taken over a minute, so a tight limit fails runs that are merely slow.
+HANG_S = 600
 
 
 def _run(db, out, sleep=0.0):
@@ -37,12 +40,14 @@ def test_sigkill_then_resume_is_bit_identical(toy_db, tmp_path):
 
     run_pretrain(str(db), str(full), ROUNDS, 0.0)
 
-    proc = subprocess.Popen(_run(db, broken, sleep=0.15), env=ENV)
+    # 0.5 s per round leaves the parent 2 s after checkpoint 4 to kill before round 8, even
+    # when its polling is starved by other processes.
+    proc = subprocess.Popen(_run(db, broken, sleep=0.5), env=ENV)
     target = checkpoint_path(broken, 4)
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + HANG_S
     while not target.exists():
         assert proc.poll() is None, "worker ended before writing the checkpoint of round 4"
-        assert time.monotonic() < deadline, "no checkpoint of round 4 within 90 s"
+        assert time.monotonic() < deadline, f"no checkpoint of round 4 within {HANG_S} s"
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
@@ -51,7 +56,7 @@ def test_sigkill_then_resume_is_bit_identical(toy_db, tmp_path):
     assert max(done) < ROUNDS, "the run finished before it was killed; the test proved nothing"
     assert not (broken / "model").exists()
 
-    subprocess.run(_run(db, broken), env=ENV, check=True, timeout=120)  # resumes from round 4 (or 6)
+    subprocess.run(_run(db, broken), env=ENV, check=True, timeout=HANG_S)  # resumes from round 4 (or 6)
 
     a = load_checkpoint(checkpoint_path(full, ROUNDS))
     b = load_checkpoint(checkpoint_path(broken, ROUNDS))

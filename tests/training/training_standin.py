@@ -23,13 +23,10 @@ class _Head(nn.Module):
         c = spec.num_classes
         if self.kind == "segmentation":
             self.out = nn.Conv2d(width, c, 1)
-            self.primary_metric = "dice"
         elif self.kind == "detection":
             self.out = nn.Linear(width, 4)
-            self.primary_metric = "iou"
         else:
             self.out = nn.Linear(width, c)
-            self.primary_metric = "accuracy"
 
     def forward(self, feats: torch.Tensor, size) -> torch.Tensor:
         if self.kind == "segmentation":
@@ -48,35 +45,17 @@ class _Head(nn.Module):
         return F.smooth_l1_loss(torch.sigmoid(output.float()), first)
 
     def decode(self, output):
+        # Predictions in the kind's format (medfoundry.tasks), since the kind scores them.
         output = output.detach().float()
-        if self.kind in ("classification", "segmentation"):
+        if self.kind == "classification":
+            return list(torch.softmax(output, 1).cpu().numpy())
+        if self.kind == "segmentation":
             return list(output.argmax(1).cpu().numpy())
         if self.kind == "multilabel":
-            return list((output > 0).float().cpu().numpy())
+            return list(torch.sigmoid(output).cpu().numpy())
         size = self.spec.image_size[0]
-        return [{"boxes": (torch.sigmoid(o) * size).cpu().numpy()[None], "labels": np.zeros(1, np.int64)}
-                for o in output]
-
-    def metrics(self, preds, targets, spacings=None) -> dict:
-        if self.kind == "classification":
-            return {"accuracy": float(np.mean([int(p) == int(t) for p, t in zip(preds, targets)]))}
-        if self.kind == "multilabel":
-            return {"accuracy": float(np.mean([np.all(p == t) for p, t in zip(preds, targets)]))}
-        if self.kind == "segmentation":
-            d = []
-            for p, t in zip(preds, targets):
-                inter = np.sum((p == 1) & (t == 1))
-                d.append(2 * inter / max(1, np.sum(p == 1) + np.sum(t == 1)))
-            return {"dice": float(np.mean(d))}
-        ious = []
-        for p, t in zip(preds, targets):
-            a, b = p["boxes"][0], t["boxes"][0]
-            iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-            ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-            inter = iw * ih
-            union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-            ious.append(inter / max(union, 1e-6))
-        return {"iou": float(np.mean(ious))}
+        return [{"boxes": (torch.sigmoid(o) * size).cpu().numpy()[None], "scores": np.ones(1, np.float32),
+                 "labels": np.zeros(1, np.int64)} for o in output]
 
 
 class StandInModel(nn.Module):

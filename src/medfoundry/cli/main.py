@@ -25,6 +25,7 @@ _SUBAPPS = [
     ("medfoundry.cli.l2r", "app", "l2r"),
     ("medfoundry.cli.evaluate", "app", "evaluate"),
     ("medfoundry.cli.models", "app", "models"),
+    ("medfoundry.cli.shift", "app", "shift"),
 ]
 _TOP_LEVEL = [
     "medfoundry.cli.train",  # pretrain, extract, info

@@ -144,25 +144,45 @@ def train_cmd(
 
 @app.command("predict")
 def predict_cmd(
-    run: Annotated[Path, typer.Argument(help="Run folder of `segment train`.")],
+    run: Annotated[list[Path], typer.Argument(help="Run folder(s) of `segment train`; several form an ensemble.")],
     images: Annotated[Path, typer.Option("--images", help="Folder of CASE_0000.nii.gz ... files.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for CASE.nii.gz label maps.")],
     tta: Annotated[bool, typer.Option("--tta", help="Average over the 8 flips of the three axes.")] = False,
+    adapt: Annotated[str, typer.Option(
+        "--adapt", help="Test-time method: none, tta (flips), entropy (norm-layer entropy minimisation) or etta.")
+    ] = "none",
+    adapt_steps: Annotated[int, typer.Option("--adapt-steps", help="Adam steps per case (entropy, etta).")] = 3,
+    adapt_lr: Annotated[float, typer.Option("--adapt-lr", help="Learning rate of the adaptation.")] = 1e-2,
+    adapt_mode: Annotated[str, typer.Option(
+        "--adapt-mode", help="reset (weights restored after each case) or continual.")] = "reset",
+    ensemble: Annotated[str, typer.Option(
+        "--ensemble", help="With several runs: mean (probabilities), vote or staple (label maps).")] = "mean",
     labels: Annotated[Optional[Path], typer.Option(
-        "--labels", help="Reference label folder: print Dice and write OUT/summary.json.")] = None,
+        "--labels", help="Reference label folder: print Dice and ECE, write OUT/summary.json and reliability.png.")
+    ] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
     threads: Annotated[int, typer.Option("--threads", help="CPU threads (0: the cores not already busy).")] = 0,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
 ) -> None:
     """Predict label maps with the shape and affine of each CASE_0000 file."""
+    from ..robustness.adapt import AdaptConfig
     from ..segmentation import predict_folder
 
-    report = _run_with_bar("predict", lambda cb: predict_folder(run, images, out, tta=tta, device=device,
-                                                                 labels=labels, threads=threads, progress=cb),
+    cfg = AdaptConfig(method=adapt, steps=adapt_steps, lr=adapt_lr, mode=adapt_mode)
+    runs = run if len(run) > 1 else run[0]
+    report = _run_with_bar("predict", lambda cb: predict_folder(runs, images, out, tta=tta, device=device,
+                                                                 labels=labels, threads=threads, progress=cb,
+                                                                 adapt=cfg, ensemble=ensemble),
                            progress)
     line = f"wrote {len(report['cases'])} label maps to {out}"
     if "mean" in report:
         line += "; mean Dice: " + ", ".join(f"{k} {v:.3f}" for k, v in report["mean"].items())
+    if "ece" in report:
+        line += f"; ECE {report['ece']:.3f}"
+    seconds = [c["seconds"] for c in report["cases"]]
+    if seconds:
+        line += (f"; {sum(seconds) / len(seconds):.1f} s per case, peak memory "
+                 f"{max(c['peak_memory_mb'] for c in report['cases']):.0f} MiB")
     _console().print(line)
 
 

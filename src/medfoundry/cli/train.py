@@ -26,7 +26,7 @@ def _primary(metrics: dict[str, Any]) -> str | None:
 
 
 def metrics_table(metrics: dict[str, dict[str, Any]], title: str = "validation") -> Table:
-    """Per task: primary metric, its value, the chance level (shuffled predictions), n."""
+    """Per task: primary metric, its value, the chance level (declared by the task kind), n."""
     table = Table(title=title)
     for col in ("task", "metric", "value", "chance", "n"):
         table.add_column(col, justify="left" if col in ("task", "metric") else "right")
@@ -120,10 +120,9 @@ def extract_features(encoder_dir: str | Path, images: list[str], out: str | Path
     or position in the file list), ``source`` (N,) str (``task`` or file path) and ``split``.
     """
     import numpy as np
-    import torch
 
     from ..data.database import MultiTaskDatabase
-    from ..data.loading import TaskDataset
+    from ..inference import embed
     from ..models import load_encoder
     from ..utils import atomic_path, resolve_device
 
@@ -133,33 +132,24 @@ def extract_features(encoder_dir: str | Path, images: list[str], out: str | Path
     dev = resolve_device(device)
     trunk = load_encoder(folder, map_location=dev).eval()
     embeddings, index, source, split_of = [], [], [], []
-
-    def run(batch: list[np.ndarray], mod: str) -> None:
-        with torch.no_grad():
-            x = torch.from_numpy(np.stack(batch)).float().to(dev)
-            embeddings.append(trunk.embed(x, mod, multiscale=multiscale).float().cpu().numpy())
-
     for kind, value in _parse_image_specs(images):
         if kind == "db":
             root, task, split = value
             db = MultiTaskDatabase.open(root)
             spec = db.task(task)
             idx = db.split_indices(task, split) if split else np.arange(db.num_samples(task))
-            ds = TaskDataset(db, task, indices=idx)
-            for start in range(0, len(ds), batch_size):
-                run([ds[i]["image"] for i in range(start, min(len(ds), start + batch_size))], spec.modality.value)
+            for start in range(0, len(idx), batch_size):  # stream: a task may not fit in memory
+                chunk = [db.image(task, int(i)) for i in idx[start:start + batch_size]]
+                embeddings.append(embed(trunk, chunk, spec.modality.value, batch_size, dev, multiscale).numpy())
             index.extend(int(i) for i in idx)
             source.extend([task] * len(idx))
             split_of.extend([split or ""] * len(idx))
         else:
-            from ..io.images import read_image
-
-            arrays = [read_image(p, normalize="dtype").array for p in value]
-            for i, a in enumerate(arrays):  # one at a time: files may differ in size
-                run([a], modality)
-                index.append(i)
-                source.append(str(value[i]))
-                split_of.append("")
+            # files may differ in size: consecutive files of one size share a batch
+            embeddings.append(embed(trunk, list(value), modality, batch_size, dev, multiscale).numpy())
+            index.extend(range(len(value)))
+            source.extend(str(p) for p in value)
+            split_of.extend([""] * len(value))
     out = Path(out)
     with atomic_path(out) as tmp:
         with open(tmp, "wb") as fh:

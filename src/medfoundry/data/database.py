@@ -6,6 +6,8 @@ Layout (documented for users in docs/database_format.md)::
       database.yaml            format_version, name, description, tasks: [TaskSpec, ...]
       tasks/<task>/
         images.npy             (N, C, *image_size), float16/float32/uint8, memory-mapped
+        (the files below are those of the built-in kinds; each kind declares its own,
+        see medfoundry.tasks)
         labels.npy             classification (N,) int64 | multilabel (N, K) uint8
         masks.npy              segmentation (N, *image_size) uint8 (class index per pixel)
         boxes.npy              detection (M, 4) float32, x0 y0 x1 y1 in pixels (x = column);
@@ -34,7 +36,7 @@ import yaml
 
 from ..errors import DataError
 from ..utils import atomic_write_text
-from .tasks import SPLITS, TaskKind, TaskSpec
+from .tasks import SPLITS, TaskSpec
 
 __all__ = ["FORMAT_VERSION", "IMAGE_DTYPES", "MultiTaskDatabase", "DatabaseWriter", "TaskWriter", "MANIFEST"]
 
@@ -135,24 +137,15 @@ class MultiTaskDatabase:
         return np.array(raw, dtype=np.float32)
 
     def target(self, task: str, index: int) -> Any:
-        """The label of sample ``index`` in the form its task kind uses.
+        """The label of sample ``index`` in the form its task kind declares (``Kind.target``).
 
-        classification: int; multilabel: (K,) float32 of 0/1; segmentation: (*image_size) int64;
-        detection: dict with ``boxes`` (M, 4) float32 (x0, y0, x1, y1 pixels) and ``labels`` (M,) int64.
+        Built-in kinds: classification int; multilabel (K,) float32 of 0/1; segmentation
+        (*image_size) int64; detection dict with ``boxes`` (M, 4) float32 (x0, y0, x1, y1
+        pixels) and ``labels`` (M,) int64.
         """
-        kind = self.task(task).kind
-        if kind is TaskKind.CLASSIFICATION:
-            return int(self.array(task, "labels")[index])
-        if kind is TaskKind.MULTILABEL:
-            return np.array(self.array(task, "labels")[index], dtype=np.float32)
-        if kind is TaskKind.SEGMENTATION:
-            return np.array(self.array(task, "masks")[index], dtype=np.int64)
-        off = self.array(task, "box_offsets")
-        a, b = int(off[index]), int(off[index + 1])
-        return {
-            "boxes": np.array(self.array(task, "boxes")[a:b], dtype=np.float32).reshape(-1, 2 * self.task(task).spatial_dims),
-            "labels": np.array(self.array(task, "box_labels")[a:b], dtype=np.int64),
-        }
+        from ..tasks import get_kind
+
+        return get_kind(self.task(task).kind).target(self, task, index)
 
     def spacing(self, task: str, index: int) -> tuple[float, ...] | None:
         """Pixel/voxel spacing in mm of one sample, or the task default, or ``None`` if unknown."""
@@ -212,28 +205,9 @@ class MultiTaskDatabase:
 
 
 def _compute_strata(db: MultiTaskDatabase, task: str) -> np.ndarray:
-    spec = db.task(task)
-    n = db.num_samples(task)
-    if spec.kind is TaskKind.CLASSIFICATION:
-        return np.asarray(db.array(task, "labels"), dtype=np.int64)
-    if spec.kind is TaskKind.MULTILABEL:
-        labels = np.asarray(db.array(task, "labels"), dtype=bool)
-        # Rarest positive label per sample keeps rare labels in small subsets; K means "none".
-        freq = labels.sum(axis=0)
-        order = np.argsort(freq, kind="stable")
-        out = np.full(n, spec.num_classes, dtype=np.int64)
-        for k in order[::-1]:
-            out[labels[:, k]] = k
-        return out
-    if spec.kind is TaskKind.SEGMENTATION:
-        masks = db.array(task, "masks")
-        out = np.empty(n, dtype=np.int64)
-        for i in range(n):  # one sample at a time keeps memory flat for large databases
-            out[i] = int(np.max(masks[i]))
-        return out
-    off = np.asarray(db.array(task, "box_offsets"))
-    counts = np.diff(off)
-    return np.minimum(counts, 3)  # 0, 1, 2, 3+ objects
+    from ..tasks import get_kind
+
+    return np.asarray(get_kind(db.task(task).kind).strata(db, task), dtype=np.int64)
 
 
 class TaskWriter:
@@ -249,21 +223,12 @@ class TaskWriter:
         shape = (n, spec.channels, *spec.image_size)
         self.images = np.lib.format.open_memmap(folder / "images.npy", mode="w+", dtype=image_dtype, shape=shape)
         self._filled = np.zeros(n, dtype=bool)
-        self._box_width = 2 * spec.spatial_dims  # (x0, y0, x1, y1) in 2D, (x0, y0, z0, x1, y1, z1) in 3D
-        self._boxes: list[np.ndarray] = [np.zeros((0, self._box_width), np.float32)] * n
-        self._box_labels: list[np.ndarray] = [np.zeros(0, np.int64)] * n
         self._spacing: np.ndarray | None = None
         self._splits: dict[str, list[int]] | None = None
         self._sources: list[str] | None = None
-        kind = spec.kind
-        if kind is TaskKind.CLASSIFICATION:
-            self.labels = np.full(n, -1, dtype=np.int64)
-        elif kind is TaskKind.MULTILABEL:
-            self.labels = np.zeros((n, spec.num_classes), dtype=np.uint8)
-        elif kind is TaskKind.SEGMENTATION:
-            self.masks = np.lib.format.open_memmap(
-                folder / "masks.npy", mode="w+", dtype=np.uint8, shape=(n, *spec.image_size)
-            )
+        from ..tasks import get_kind
+
+        self._targets = get_kind(spec.kind).writer(folder, spec, n)
 
     def set_sample(self, i: int, image: np.ndarray, target: Any, spacing: Iterable[float] | None = None,
                    source: str | None = None) -> None:
@@ -276,24 +241,7 @@ class TaskWriter:
         if self.images.dtype == np.uint8 and image.dtype != np.uint8:
             image = np.clip(np.rint(image * 255.0), 0, 255)
         self.images[i] = image.astype(self.images.dtype)
-        kind = spec.kind
-        if kind is TaskKind.CLASSIFICATION:
-            self.labels[i] = int(target)
-        elif kind is TaskKind.MULTILABEL:
-            self.labels[i] = np.asarray(target, dtype=np.uint8)
-        elif kind is TaskKind.SEGMENTATION:
-            mask = np.asarray(target)
-            if mask.shape != tuple(spec.image_size):
-                raise DataError(f"task {spec.name!r} sample {i}: mask shape {mask.shape}, "
-                                f"expected {tuple(spec.image_size)}", field="masks")
-            self.masks[i] = mask.astype(np.uint8)
-        else:
-            boxes = np.asarray(target["boxes"], dtype=np.float32).reshape(-1, self._box_width)
-            labels = np.asarray(target["labels"], dtype=np.int64).reshape(-1)
-            if len(boxes) != len(labels):
-                raise DataError(f"task {spec.name!r} sample {i}: {len(boxes)} boxes but {len(labels)} labels",
-                                field="boxes")
-            self._boxes[i], self._box_labels[i] = boxes, labels
+        self._targets.set(i, target)
         if spacing is not None:
             if self._spacing is None:
                 self._spacing = np.zeros((self.n, spec.spatial_dims), dtype=np.float32)
@@ -320,18 +268,7 @@ class TaskWriter:
             raise DataError(f"task {name!r}: set_splits() was never called")
         self.images.flush()
         del self.images
-        kind = self.spec.kind
-        if kind in (TaskKind.CLASSIFICATION, TaskKind.MULTILABEL):
-            np.save(self.folder / "labels.npy", self.labels)
-        elif kind is TaskKind.SEGMENTATION:
-            self.masks.flush()
-            del self.masks
-        else:
-            offsets = np.zeros(self.n + 1, dtype=np.int64)
-            offsets[1:] = np.cumsum([len(b) for b in self._boxes])
-            np.save(self.folder / "boxes.npy", np.concatenate(self._boxes).astype(np.float32).reshape(-1, self._box_width))
-            np.save(self.folder / "box_labels.npy", np.concatenate(self._box_labels).astype(np.int64))
-            np.save(self.folder / "box_offsets.npy", offsets)
+        self._targets.close()
         if self._spacing is not None:
             np.save(self.folder / "spacing.npy", self._spacing)
         (self.folder / "splits.json").write_text(json.dumps(self._splits) + "\n", encoding="utf-8")

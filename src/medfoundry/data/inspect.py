@@ -22,13 +22,12 @@ import numpy as np
 from ..errors import DataError
 from ..utils import atomic_path
 from .database import MultiTaskDatabase
-from .tasks import SPLITS, TaskKind
+from .tasks import SPLITS
 
 __all__ = ["summarize", "summarize_task", "summary_table", "contact_sheet"]
 
 _CHUNK_BYTES = 64 * 2**20
 _TITLE_WIDTH = 30  # characters per title line of a 2.2-inch panel at 8 pt
-_MAX_BOX_TEXT = 6  # boxes per image that still get a class label drawn beside them
 
 
 def _open(db: MultiTaskDatabase | str | Path) -> MultiTaskDatabase:
@@ -63,55 +62,16 @@ def summarize_task(db: MultiTaskDatabase, task: str) -> dict[str, Any]:
         "spacing": None if spec.spacing is None else list(spec.spacing), "num_samples": n,
         "splits": {s: int(len(splits[s])) for s in SPLITS}, "description": spec.description,
     }
-    k = spec.num_classes
-    if spec.kind is TaskKind.CLASSIFICATION:
-        counts = np.bincount(np.asarray(db.array(task, "labels"), dtype=np.int64).clip(0, k - 1), minlength=k)
-        out["balance"] = {"counts": {c: int(v) for c, v in zip(spec.classes, counts)}}
-    elif spec.kind is TaskKind.MULTILABEL:
-        labels = np.asarray(db.array(task, "labels"), dtype=bool)
-        out["balance"] = {"positives": {c: int(v) for c, v in zip(spec.classes, labels.sum(axis=0))},
-                          "none": int((~labels.any(axis=1)).sum())}
-    elif spec.kind is TaskKind.SEGMENTATION:
-        masks = db.array(task, "masks")
-        pixels = np.zeros(k, dtype=np.int64)
-        present = np.zeros(k, dtype=np.int64)
-        step = max(1, _CHUNK_BYTES // max(1, int(np.prod(masks.shape[1:])) * masks.itemsize))
-        for a in range(0, n, step):
-            block = np.asarray(masks[a:a + step]).reshape(min(step, n - a), -1).astype(np.int64).clip(0, k - 1)
-            pixels += np.bincount(block.ravel(), minlength=k)[:k]
-            for c in range(k):
-                present[c] += int((block == c).any(axis=1).sum())
-        total = max(1, int(pixels.sum()))
-        out["balance"] = {"pixel_share": {c: float(v) / total for c, v in zip(spec.classes, pixels)},
-                          "samples_with": {c: int(v) for c, v in zip(spec.classes, present)}}
-    else:
-        counts = np.diff(np.asarray(db.array(task, "box_offsets"), dtype=np.int64))
-        labels = np.asarray(db.array(task, "box_labels"), dtype=np.int64).clip(0, k - 1)
-        per_class = np.bincount(labels, minlength=k) if len(labels) else np.zeros(k, np.int64)
-        out["balance"] = {"num_boxes": int(counts.sum()), "boxes_per_image_mean": float(counts.mean()),
-                          "boxes_per_image_max": int(counts.max()), "images_without_boxes": int((counts == 0).sum()),
-                          "boxes_per_class": {c: int(v) for c, v in zip(spec.classes, per_class)}}
+    from ..tasks import get_kind
+
+    out["balance"] = get_kind(spec.kind).summary(db, task)
     return out
 
 
 def _balance_text(summary: dict[str, Any], limit: int = 12) -> str:
-    b = summary["balance"]
-    kind = summary["kind"]
+    from ..tasks import get_kind
 
-    def items(d: dict[str, Any], fmt) -> str:
-        parts = [f"{c}: {fmt(v)}" for c, v in list(d.items())[:limit]]
-        if len(d) > limit:
-            parts.append(f"... (+{len(d) - limit})")
-        return ", ".join(parts)
-
-    if kind == "classification":
-        return items(b["counts"], str)
-    if kind == "multilabel":
-        return items(b["positives"], str) + f"; none: {b['none']}"
-    if kind == "segmentation":
-        return "pixels " + items(b["pixel_share"], lambda v: f"{100 * v:.2f}%")
-    return (f"{b['num_boxes']} boxes, {b['boxes_per_image_mean']:.2f}/image (max {b['boxes_per_image_max']}, "
-            f"{b['images_without_boxes']} empty); " + items(b["boxes_per_class"], str))
+    return get_kind(summary["kind"]).summary_text(summary["balance"], limit)
 
 
 def summary_table(summaries: list[dict[str, Any]], title: str = "tasks"):
@@ -164,8 +124,8 @@ def contact_sheet(db: MultiTaskDatabase | str | Path, out_png: str | Path, tasks
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-    from matplotlib.colors import ListedColormap
-    from matplotlib.patches import Patch, Rectangle
+
+    from ..tasks import get_kind
 
     db = _open(db)
     names = list(tasks) if tasks is not None else db.task_names()
@@ -177,6 +137,7 @@ def contact_sheet(db: MultiTaskDatabase | str | Path, out_png: str | Path, tasks
     fig, axes = plt.subplots(len(names), per_task, figsize=(2.2 * per_task, 2.5 * len(names)), squeeze=False)
     for row, name in enumerate(names):
         spec = db.task(name)
+        kind = get_kind(spec.kind)
         n = db.num_samples(name)
         rng = np.random.default_rng([seed, row])
         chosen = np.sort(rng.choice(n, size=min(per_task, n), replace=False))
@@ -193,39 +154,13 @@ def contact_sheet(db: MultiTaskDatabase | str | Path, out_png: str | Path, tasks
             vmin, vmax = (0.0, 1.0) if cmap is None else (float(shown.min()), float(shown.max()) or 1.0)
             ax.imshow(shown, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
             title = f"#{i}"
-            if spec.kind is TaskKind.CLASSIFICATION:
-                title += f" {spec.classes[int(target)] if 0 <= int(target) < spec.num_classes else target}"
-            elif spec.kind is TaskKind.MULTILABEL:
-                pos = [spec.classes[k] for k in np.flatnonzero(np.asarray(target) > 0.5)]
-                title += " " + (", ".join(pos) if pos else "(none)")
-            elif spec.kind is TaskKind.SEGMENTATION:
-                mask = np.ma.masked_equal(np.asarray(target), 0)
-                colours = ListedColormap([(0, 0, 0, 0)] + [palette[(c - 1) % 10] for c in range(1, spec.num_classes)])
-                ax.imshow(mask, cmap=colours, vmin=-0.5, vmax=spec.num_classes - 0.5, alpha=0.45,
-                          interpolation="nearest")
-                present = [spec.classes[c] for c in np.unique(np.asarray(target)) if c > 0]
-                title += " " + (", ".join(present) if present else "(background)")
-            else:
-                label_boxes = len(target["labels"]) <= _MAX_BOX_TEXT  # dense images: colours + legend only
-                for box, lab in zip(target["boxes"], target["labels"]):
-                    x0, y0, x1, y1 = (float(v) for v in box)
-                    colour = palette[int(lab) % 10]
-                    # Box coordinates are pixel edges; imshow centres pixel j at j, edges at j - 0.5.
-                    ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, lw=1.2,
-                                           edgecolor=colour))
-                    if label_boxes:
-                        ax.text(x0 - 0.5, y0 - 0.5, spec.classes[int(lab)], color="white", fontsize=6,
-                                va="bottom", bbox={"facecolor": colour, "alpha": 0.7, "pad": 0.5, "lw": 0})
-                title += f" {len(target['labels'])} box(es)"
+            text = kind.draw(ax, spec, target, palette)
+            if text:
+                title += f" {text}"
             ax.set_title(textwrap.fill(title, _TITLE_WIDTH, max_lines=2, placeholder=" ..."), fontsize=8)
             if col == 0:
                 ax.set_ylabel(f"{name}\n{spec.kind.value}", fontsize=8)
-        if spec.kind is TaskKind.SEGMENTATION and spec.num_classes > 1:
-            handles = [Patch(color=palette[(c - 1) % 10], label=spec.classes[c]) for c in range(1, spec.num_classes)]
-        elif spec.kind is TaskKind.DETECTION:
-            handles = [Patch(color=palette[c % 10], label=spec.classes[c]) for c in range(spec.num_classes)]
-        else:
-            handles = []
+        handles = kind.legend(spec, palette)
         if handles:
             axes[row, -1].legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7,
                                  frameon=False)

@@ -4,7 +4,8 @@ A batch is a dict::
 
     {"task": str,
      "image": FloatTensor (B, C, *image_size),
-     "target": classification LongTensor (B,) | multilabel FloatTensor (B, K)
+     "target": as the task's kind collates it (``Kind.collate``); built-in kinds:
+               classification LongTensor (B,) | multilabel FloatTensor (B, K)
                | segmentation LongTensor (B, *image_size)
                | detection list of B dicts {"boxes": FloatTensor (M, 4), "labels": LongTensor (M,)},
      "index": LongTensor (B,)  sample indices in the task's arrays,
@@ -20,7 +21,6 @@ import torch
 from torch.utils.data import Dataset
 
 from .database import MultiTaskDatabase
-from .tasks import TaskKind
 
 __all__ = ["TaskDataset", "collate", "BatchStream"]
 
@@ -58,19 +58,13 @@ class TaskDataset(Dataset):
         return {"image": image, "target": target, "index": index, "spacing": self.db.spacing(self.task, index)}
 
 
-def collate(samples: list[dict[str, Any]], task: str, kind: TaskKind) -> dict[str, Any]:
-    """Stack samples of one task into a batch (see the module docstring for the layout)."""
+def collate(samples: list[dict[str, Any]], task: str, kind: Any) -> dict[str, Any]:
+    """Stack samples of one task into a batch (see the module docstring for the layout);
+    the target is stacked by the registered kind ``kind`` (``Kind.collate``)."""
+    from ..tasks import get_kind
+
     image = torch.from_numpy(np.stack([s["image"] for s in samples])).float()
-    targets = [s["target"] for s in samples]
-    if kind is TaskKind.CLASSIFICATION:
-        target: Any = torch.tensor(targets, dtype=torch.long)
-    elif kind is TaskKind.MULTILABEL:
-        target = torch.from_numpy(np.stack(targets)).float()
-    elif kind is TaskKind.SEGMENTATION:
-        target = torch.from_numpy(np.stack(targets)).long()
-    else:
-        target = [{"boxes": torch.from_numpy(t["boxes"]).float(),
-                   "labels": torch.from_numpy(t["labels"]).long()} for t in targets]
+    target = get_kind(kind).collate([s["target"] for s in samples])
     spacings = [s["spacing"] for s in samples]
     spacing = None if any(sp is None for sp in spacings) else torch.tensor(spacings, dtype=torch.float32)
     return {"task": task, "image": image, "target": target,
@@ -78,18 +72,29 @@ def collate(samples: list[dict[str, Any]], task: str, kind: TaskKind) -> dict[st
 
 
 class BatchStream:
-    """Endless, resumable stream of shuffled batches of one task.
+    """Endless, resumable stream of shuffled batches of one task, optionally sharded.
 
     The order is a function of ``(seed, epoch)`` only, and the position is two integers, so a
     trainer can checkpoint ``state_dict()`` and continue exactly where it stopped.
+
+    With ``world_size > 1`` the global batch is split across processes: every process walks
+    the same global order and loads only positions ``rank, rank + world_size, ...`` of each
+    global batch, so the union of the shards is exactly the single-process batch and the
+    stream state is identical on every rank.
     """
 
-    def __init__(self, dataset: TaskDataset, batch_size: int, seed: int = 0):
-        if len(dataset) == 0:
-            from ..errors import DataError
+    def __init__(self, dataset: TaskDataset, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1):
+        from ..errors import ConfigError, DataError
 
+        if len(dataset) == 0:
             raise DataError(f"task {dataset.task!r}: the selected split is empty", field="splits")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ConfigError(f"BatchStream: rank {rank} is not in [0, {world_size})")
+        if batch_size % world_size:
+            raise ConfigError(f"batch_size {batch_size} must be a multiple of the number of processes "
+                              f"({world_size}) so every rank gets the same shard size")
         self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
+        self.rank, self.world_size = rank, world_size
         self.epoch, self.position = 0, 0
         self._order = self._permutation()
 
@@ -98,14 +103,15 @@ class BatchStream:
         return rng.permutation(len(self.dataset))
 
     def next_batch(self) -> dict[str, Any]:
-        items = []
-        while len(items) < self.batch_size:
+        positions = []
+        while len(positions) < self.batch_size:
             if self.position >= len(self._order):
                 self.epoch += 1
                 self.position = 0
                 self._order = self._permutation()
-            items.append(self.dataset[int(self._order[self.position])])
+            positions.append(int(self._order[self.position]))
             self.position += 1
+        items = [self.dataset[p] for p in positions[self.rank::self.world_size]]
         return collate(items, self.dataset.task, self.dataset.spec.kind)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:

@@ -8,18 +8,45 @@ from typing import Any
 
 from ..errors import ConfigError, DataError
 
-__all__ = ["TaskKind", "Modality", "TaskSpec", "SPLITS", "parse_modality"]
+__all__ = ["TaskKind", "KindName", "kind_name", "Modality", "TaskSpec", "SPLITS", "parse_modality"]
 
 SPLITS = ("train", "val", "test")
 
 
 class TaskKind(str, Enum):
-    """The closed set of task kinds; each has one head, one loss and one metric set."""
+    """The built-in task kinds (their stored names). More kinds can be registered with
+    :func:`medfoundry.tasks.register_kind`; a :class:`TaskSpec` of such a kind holds a
+    :class:`KindName`. Everything about a kind is declared in its module under
+    :mod:`medfoundry.tasks`."""
 
     CLASSIFICATION = "classification"  # one label per image, softmax
     MULTILABEL = "multilabel"  # K independent binary labels per image, sigmoid
     SEGMENTATION = "segmentation"  # one class index per pixel/voxel, 0 = background
     DETECTION = "detection"  # boxes (x0, y0, x1, y1) in pixels + a class per box
+
+
+class KindName(str):
+    """The name of a registered, non built-in kind; like a ``TaskKind`` member it is a ``str``
+    with ``.value``, so code written for the built-in kinds handles it unchanged."""
+
+    @property
+    def value(self) -> str:
+        return str(self)
+
+
+def kind_name(value: "TaskKind | str") -> "TaskKind | KindName":
+    """The ``TaskKind`` member, or the :class:`KindName` of a registered kind, named ``value``.
+
+    Raises:
+        ConfigError: no kind of that name is registered (with close matches).
+    """
+    from ..tasks import get_kind
+
+    name = get_kind(value).name
+    try:
+        return TaskKind(name)
+    except ValueError:
+        return KindName(name)
 
 
 class Modality(str, Enum):
@@ -50,7 +77,8 @@ class TaskSpec:
 
     Attributes:
         name: unique identifier, ``[a-z0-9_]+``.
-        kind: the task kind.
+        kind: the task kind: a registered kind name (``medfoundry.tasks.list_kinds()``),
+            held as a ``TaskKind`` member for the built-in kinds.
         classes: class names. For segmentation, index 0 is the background class; for
             detection the names of the box classes (no background entry).
         modality: modality group.
@@ -79,7 +107,17 @@ class TaskSpec:
         where = f"task {self.name!r}"
         if not self.name or not all(c.isalnum() or c == "_" for c in self.name) or self.name != self.name.lower():
             raise DataError(f"{where}: name must be lower-case letters, digits and '_'", field="name")
-        object.__setattr__(self, "kind", _enum(TaskKind, self.kind, where, "kind"))
+        try:
+            object.__setattr__(self, "kind", kind_name(self.kind))
+        except ConfigError as err:
+            import difflib
+
+            from ..tasks import list_kinds
+
+            close = difflib.get_close_matches(str(self.kind), list_kinds(), n=2)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise DataError(f"{where}: kind {self.kind!r} is not one of the registered kinds "
+                            f"{', '.join(list_kinds())}{hint}", field="kind") from err
         object.__setattr__(self, "modality", _enum(Modality, self.modality, where, "modality"))
         object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))
         object.__setattr__(self, "image_size", tuple(int(s) for s in self.image_size))
@@ -96,7 +134,9 @@ class TaskSpec:
             raise DataError(f"{where}: spacing must have {self.spatial_dims} positive entries (mm)", field="spacing")
         if self.channels < 1:
             raise DataError(f"{where}: channels must be >= 1, got {self.channels}", field="channels")
-        minimum = 2 if self.kind in (TaskKind.CLASSIFICATION, TaskKind.SEGMENTATION) else 1
+        from ..tasks import get_kind
+
+        minimum = get_kind(self.kind).min_classes
         if len(self.classes) < minimum:
             raise DataError(
                 f"{where}: a {self.kind.value} task needs at least {minimum} class names, got {len(self.classes)}",
@@ -111,8 +151,10 @@ class TaskSpec:
 
     @property
     def chance_level(self) -> float:
-        """Accuracy of guessing uniformly (classification) - a floor for sanity checks."""
-        return 1.0 / self.num_classes
+        """Expected primary metric of an uninformed predictor (declared by the kind)."""
+        from ..tasks import get_kind
+
+        return get_kind(self.kind).chance_level(self)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -21,16 +21,14 @@ import yaml
 
 from ..errors import DataError
 from .database import IMAGE_DTYPES, FORMAT_VERSION, MANIFEST
-from .tasks import SPLITS, TaskKind, TaskSpec
+from .tasks import SPLITS, TaskSpec
 
 __all__ = ["Problem", "validate_database", "CHUNK_BYTES"]
 
 CHUNK_BYTES = 64 * 2**20  # scanned per step; bounds the validator's own memory
 _TOP_KEYS = {"format_version", "name", "description", "tasks"}
-_TASK_FILES = {"images.npy", "labels.npy", "masks.npy", "boxes.npy", "box_labels.npy", "box_offsets.npy",
-               "spacing.npy", "splits.json", "sources.json"}
+_COMMON_FILES = {"images.npy", "spacing.npy", "splits.json", "sources.json"}
 _RANGE_WARN = 100.0  # |value| beyond which float images look unnormalised
-_BOX_TOLERANCE = 1e-3  # pixels; float16 round-off at the image border is not a problem
 
 
 @dataclass(frozen=True)
@@ -171,19 +169,25 @@ def _check_task(root: Path, spec: TaskSpec, rep: _Report, chunk_bytes: int, bar)
     if not folder.is_dir():
         rep.error(folder, "tasks", f"task folder of {spec.name!r} is missing")
         return
+    from ..tasks import ValidationContext, get_kind
+
+    expected = _COMMON_FILES | {f"{a}.npy" for a in get_kind(spec.kind).arrays}
     for f in sorted(folder.iterdir()):
-        if f.is_file() and f.name not in _TASK_FILES and not f.name.startswith("."):
+        if f.is_file() and f.name not in expected and not f.name.startswith("."):
             rep.warn(f, "files", "unexpected file in the task folder (ignored)")
     n = _check_images(folder, spec, rep, chunk_bytes, bar)
-    kind = spec.kind
-    if kind is TaskKind.CLASSIFICATION:
-        _check_classification(folder, spec, rep, n)
-    elif kind is TaskKind.MULTILABEL:
-        _check_multilabel(folder, spec, rep, n)
-    elif kind is TaskKind.SEGMENTATION:
-        _check_masks(folder, spec, rep, n, chunk_bytes, bar)
-    else:
-        _check_boxes(folder, spec, rep, n)
+
+    def progress(description: str, total: int):
+        job = bar.add_task(description, total=total)
+        return lambda k: bar.advance(job, k)
+
+    ctx = ValidationContext(
+        folder, n, chunk_bytes, rep.error, rep.warn,
+        load=lambda name, required=True: _load(folder, name, rep, required),
+        count_mismatch=lambda path, field, found: _count_mismatch(path, field, rep, found, n),
+        train_indices=lambda size: _train_indices(folder, size),
+        chunks=lambda array: _chunks(array, chunk_bytes), progress=progress)
+    get_kind(spec.kind).validate(spec, ctx)
     _check_spacing(folder, spec, rep, n)
     _check_splits(folder, rep, n)
     sources = folder / "sources.json"
@@ -239,28 +243,6 @@ def _count_mismatch(path: Path, field: str, rep: _Report, found: int, n: int | N
     return False
 
 
-def _check_classification(folder: Path, spec: TaskSpec, rep: _Report, n: int | None) -> None:
-    path = folder / "labels.npy"
-    labels = _load(folder, "labels", rep)
-    if labels is None:
-        return
-    if labels.ndim != 1 or labels.dtype.kind not in "iu":
-        rep.error(path, "labels", f"expected (N,) integers, found shape {labels.shape} dtype {labels.dtype}")
-        return
-    _count_mismatch(path, "labels", rep, len(labels), n)
-    bad = np.flatnonzero((labels < 0) | (labels >= spec.num_classes))
-    if len(bad):
-        rep.error(path, "labels", f"{len(bad)} label(s) outside 0..{spec.num_classes - 1} "
-                  f"({spec.num_classes} classes), e.g. sample {int(bad[0])} = {int(labels[bad[0]])}")
-        return
-    train = _train_indices(folder, len(labels))
-    if train is not None and len(train):
-        counts = np.bincount(np.asarray(labels)[train], minlength=spec.num_classes)
-        absent = [spec.classes[k] for k in np.flatnonzero(counts == 0)]
-        if absent:
-            rep.warn(path, "labels", f"class(es) {absent} have no sample in the train split (never learned)")
-
-
 def _train_indices(folder: Path, n: int) -> np.ndarray | None:
     """Valid train indices, or None when the split file is unusable (reported by _check_splits)."""
     try:
@@ -269,116 +251,6 @@ def _train_indices(folder: Path, n: int) -> np.ndarray | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return train
-
-
-def _check_multilabel(folder: Path, spec: TaskSpec, rep: _Report, n: int | None) -> None:
-    path = folder / "labels.npy"
-    labels = _load(folder, "labels", rep)
-    if labels is None:
-        return
-    if labels.ndim != 2 or labels.shape[1] != spec.num_classes:
-        rep.error(path, "labels", f"shape {labels.shape}, expected (N, {spec.num_classes}) for the classes "
-                  f"{list(spec.classes)}")
-        return
-    _count_mismatch(path, "labels", rep, len(labels), n)
-    bad = ~np.isin(np.asarray(labels), (0, 1))
-    if bad.any():
-        i, k = (int(v) for v in np.argwhere(bad)[0])
-        rep.error(path, "labels", f"{int(bad.sum())} value(s) are not 0/1, e.g. sample {i} class "
-                  f"{spec.classes[k]!r} = {labels[i, k]}")
-        return
-    train = _train_indices(folder, len(labels))
-    if train is not None and len(train):
-        positives = np.asarray(labels)[train].sum(axis=0)
-        absent = [spec.classes[k] for k in np.flatnonzero(positives == 0)]
-        if absent:
-            rep.warn(path, "labels", f"label(s) {absent} are never positive in the train split (never learned)")
-
-
-def _check_masks(folder: Path, spec: TaskSpec, rep: _Report, n: int | None, chunk_bytes: int, bar) -> None:
-    path = folder / "masks.npy"
-    masks = _load(folder, "masks", rep)
-    if masks is None:
-        return
-    if tuple(masks.shape[1:]) != tuple(spec.image_size):
-        rep.error(path, "masks", f"shape {tuple(masks.shape)}, expected (N, {', '.join(map(str, spec.image_size))})"
-                  " matching image_size")
-        return
-    if masks.dtype.kind not in "iu":
-        rep.error(path, "masks", f"dtype {masks.dtype}, expected an integer type (uint8)")
-        return
-    _count_mismatch(path, "masks", rep, len(masks), n)
-    job = bar.add_task(f"{spec.name}: masks", total=len(masks))
-    bad: list[tuple[int, int]] = []
-    for a, b in _chunks(masks, chunk_bytes):
-        block = np.asarray(masks[a:b]).reshape(b - a, -1)
-        hi, lo = block.max(axis=1), block.min(axis=1)
-        for j in np.flatnonzero((hi >= spec.num_classes) | (lo < 0)):
-            bad.append((a + int(j), int(hi[j]) if hi[j] >= spec.num_classes else int(lo[j])))
-        bar.advance(job, b - a)
-    if bad:
-        rep.error(path, "masks", f"{len(bad)} mask(s) hold values outside 0..{spec.num_classes - 1} "
-                  f"({spec.num_classes} classes), e.g. sample {bad[0][0]} has value {bad[0][1]}")
-
-
-def _check_boxes(folder: Path, spec: TaskSpec, rep: _Report, n: int | None) -> None:
-    boxes = _load(folder, "boxes", rep)
-    labels = _load(folder, "box_labels", rep)
-    offsets = _load(folder, "box_offsets", rep)
-    bpath, lpath, opath = folder / "boxes.npy", folder / "box_labels.npy", folder / "box_offsets.npy"
-    m = None
-    if boxes is not None:
-        if boxes.ndim != 2 or boxes.shape[1] != 4:
-            rep.error(bpath, "boxes", f"shape {boxes.shape}, expected (M, 4) x0 y0 x1 y1")
-            boxes = None
-        else:
-            m = len(boxes)
-    if labels is not None:
-        if labels.ndim != 1 or labels.dtype.kind not in "iu":
-            rep.error(lpath, "box_labels", f"expected (M,) integers, found shape {labels.shape} dtype {labels.dtype}")
-            labels = None
-        else:
-            if m is not None and len(labels) != m:
-                rep.error(lpath, "box_labels", f"{len(labels)} labels for {m} boxes")
-            bad = np.flatnonzero((labels < 0) | (labels >= spec.num_classes))
-            if len(bad):
-                rep.error(lpath, "box_labels", f"{len(bad)} box label(s) outside 0..{spec.num_classes - 1}, "
-                          f"e.g. box {int(bad[0])} = {int(labels[bad[0]])}")
-    if offsets is not None:
-        off = np.asarray(offsets)
-        if off.ndim != 1 or off.dtype.kind not in "iu":
-            rep.error(opath, "box_offsets", f"expected (N + 1,) integers, found shape {off.shape} dtype {off.dtype}")
-        else:
-            if n is not None and len(off) != n + 1:
-                rep.error(opath, "box_offsets", f"{len(off)} entries, expected N + 1 = {n + 1}")
-            if len(off) and off[0] != 0:
-                rep.error(opath, "box_offsets", f"first offset is {int(off[0])}, expected 0")
-            if len(off) > 1 and (np.diff(off) < 0).any():
-                i = int(np.flatnonzero(np.diff(off) < 0)[0])
-                rep.error(opath, "box_offsets", f"offsets decrease at sample {i} ({int(off[i])} -> {int(off[i + 1])})")
-            if m is not None and len(off) and off[-1] != m:
-                rep.error(opath, "box_offsets", f"last offset is {int(off[-1])}, expected the number of boxes {m}")
-    if boxes is None or not len(boxes):
-        return
-    b = np.asarray(boxes, dtype=np.float64)
-    finite = np.isfinite(b).all(axis=1)
-    if not finite.all():
-        rep.error(bpath, "boxes", f"{int((~finite).sum())} box(es) contain NaN or Inf, e.g. box "
-                  f"{int(np.flatnonzero(~finite)[0])}")
-    b = b[finite]
-    idx = np.flatnonzero(finite)
-    inverted = (b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1])
-    if inverted.any():
-        j = int(np.flatnonzero(inverted)[0])
-        rep.error(bpath, "boxes", f"{int(inverted.sum())} box(es) have x1 <= x0 or y1 <= y0, e.g. box {int(idx[j])} "
-                  f"= {b[j].tolist()}")
-    h, w = spec.image_size[0], spec.image_size[1]
-    t = _BOX_TOLERANCE
-    outside = (b[:, 0] < -t) | (b[:, 1] < -t) | (b[:, 2] > w + t) | (b[:, 3] > h + t)
-    if outside.any():
-        j = int(np.flatnonzero(outside)[0])
-        rep.error(bpath, "boxes", f"{int(outside.sum())} box(es) extend outside the {w}x{h} (W x H) image, "
-                  f"e.g. box {int(idx[j])} = {b[j].tolist()}")
 
 
 def _check_spacing(folder: Path, spec: TaskSpec, rep: _Report, n: int | None) -> None:

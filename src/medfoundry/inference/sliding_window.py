@@ -7,6 +7,12 @@ prediction is averaged over every combination of flips of the spatial axes (2**s
 passes, each flipped back before averaging), as nnU-Net's mirroring.
 
 Works for any ``spatial_dims``: the window has one size per spatial axis of the input.
+
+Two ways in: :class:`SlidingWindowPredictor` turns a patch model into a whole-case
+probability map (3D segmentation, ``medfoundry segment predict``); :func:`sliding_window`
+wraps a predictor of the inference seam (:mod:`medfoundry.inference.predictors`), so a
+dense head of the multi-task model predicts images larger than its training size
+(``predict(model, task, images, predictor=compose(sliding_window((64, 64))))``).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from typing import Callable, Sequence
 
 import torch
 
-__all__ = ["SlidingWindowPredictor", "flip_sets"]
+__all__ = ["SlidingWindowPredictor", "flip_sets", "sliding_window"]
 
 
 def flip_sets(spatial_dims: int) -> list[tuple[int, ...]]:
@@ -79,3 +85,34 @@ class SlidingWindowPredictor:
             p = torch.flip(p, axes) if axes else p
             total = p if total is None else total + p
         return (total / len(flips))[0].float()
+
+
+def sliding_window(window: Sequence[int], overlap: float = 0.5, sw_batch_size: int = 4):
+    """Predictor wrapper for :func:`medfoundry.inference.predictors.compose`: run the inner
+    predictor window by window and blend the windows' raw outputs (logits, Gaussian weights).
+
+    Only for dense heads (output ``(B, K, *spatial)`` at input resolution); a head whose
+    output is not a tensor of the input's spatial size (classification, detection) is refused.
+    """
+    window = tuple(int(w) for w in window)
+
+    def wrap(inner):
+        def run(model, task, image):
+            from monai.inferers import sliding_window_inference
+
+            if image.ndim != 2 + len(window):
+                raise ValueError(f"sliding_window: expected (B, C, *spatial) with {len(window)} spatial axes, got "
+                                 f"{tuple(image.shape)}")
+
+            def step(patch):
+                out = inner(model, task, patch)
+                if not isinstance(out, torch.Tensor) or out.shape[2:] != patch.shape[2:]:
+                    raise ValueError(f"sliding_window: task {task!r} does not give a dense output at input "
+                                     "resolution; wrap only segmentation-like heads")
+                return out
+
+            return sliding_window_inference(image, window, sw_batch_size, step, overlap=overlap, mode="gaussian")
+
+        return run
+
+    return wrap

@@ -24,7 +24,6 @@ from .heads import MultilabelHead as MultilabelHead
 from .heads import SegmentationHead as SegmentationHead
 from .heads import create_head as create_head
 from .heads import head_class as head_class
-from .heads import register_head as register_head
 from .registry import EncoderDefaults as EncoderDefaults
 from .registry import create_encoder as create_encoder
 from .registry import encoder_defaults as encoder_defaults
@@ -56,7 +55,6 @@ __all__ = [
     "SegmentationHead",
     "create_head",
     "head_class",
-    "register_head",
     "EncoderDefaults",
     "create_encoder",
     "encoder_defaults",

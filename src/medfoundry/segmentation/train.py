@@ -161,9 +161,9 @@ def train_segmentation(cfg: SegmentConfig, run: str | Path, *, progress: bool = 
             if cfg.steps is not None and step >= cfg.steps:
                 break
             if budget is not None and step_seconds is not None:
-                # one more step, then validation (a window costs about half a training patch's
-                # forward and backward; validation also stops at the deadline) and saving
-                reserve = step_seconds * (1 + val_windows / (2 * cfg.batch_size)) + _SAVE_SECONDS
+                # one more step, then validation (a window costs about a third of a training
+                # patch's forward and backward; validation also stops at the deadline) and saving
+                reserve = step_seconds * (1 + val_windows / (3 * cfg.batch_size)) + _SAVE_SECONDS
                 if elapsed() + reserve > budget:
                     break
             t0 = time.perf_counter()

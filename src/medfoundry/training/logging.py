@@ -56,11 +56,12 @@ class RunLogger:
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                import warnings
+            except ImportError as err:
+                # Asked for and missing: say so before any work, rather than a run without its logs.
+                from ..errors import ConfigError
 
-                warnings.warn("tensorboard is not installed (pip install tensorboard); logging to metrics.jsonl only",
-                              stacklevel=2)
+                raise ConfigError("config field 'tensorboard': the tensorboard package is not installed "
+                                  "(pip install -c constraints.txt tensorboard, or pass --no-tensorboard)") from err
             else:
                 self._tb = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
 

@@ -32,8 +32,9 @@ import torch
 from torch import nn
 
 from ..data.database import MultiTaskDatabase
-from ..data.loading import TaskDataset, collate
+from ..data.loading import TaskDataset
 from ..errors import ConfigError
+from ..inference import Predictor, move_to, predict_task
 from ..utils import look_up_option, resolve_device
 from .checkpoint import capture_rng_state, latest_checkpoint, load_checkpoint, restore_rng_state, save_checkpoint
 from .config import PretrainConfig
@@ -41,10 +42,9 @@ from .distributed import DistContext, all_reduce_gradients, barrier, broadcast_m
 from .logging import RunLogger
 from .sampling import ShardedBatchStream, TaskSampler, stream_seed
 
-__all__ = ["MultiTaskTrainer", "WarmupCosine", "evaluate", "resolve_tasks", "move_to", "param_groups"]
+__all__ = ["MultiTaskTrainer", "WarmupCosine", "evaluate", "resolve_tasks", "param_groups"]
 
 
-CHANCE_PERMUTATIONS = 8
 
 
 class WarmupCosine:
@@ -70,17 +70,6 @@ def resolve_tasks(db: MultiTaskDatabase, tasks: Sequence[str] | None, group: str
                               f"name the tasks (--tasks), available: {', '.join(db.task_names())}")
         return names
     return [look_up_option(t, db.task_names(), what=f"task in {db.root}") for t in tasks]
-
-
-def move_to(obj: Any, device: torch.device) -> Any:
-    """Tensors (also inside lists/dicts, e.g. detection targets) moved to ``device``."""
-    if torch.is_tensor(obj):
-        return obj.to(device, non_blocking=True)
-    if isinstance(obj, dict):
-        return {k: move_to(v, device) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(move_to(v, device) for v in obj)
-    return obj
 
 
 def param_groups(params: Iterable[nn.Parameter], weight_decay: float) -> list[dict[str, Any]]:
@@ -383,9 +372,10 @@ def _progress(enabled: bool):
 
 def evaluate(model: nn.Module, db: MultiTaskDatabase, split: str = "val", tasks: Sequence[str] | None = None,
              batch_size: int = 32, device: str | torch.device | None = None, max_samples: int | None = None,
-             chance: bool = False, seed: int = 0,
-             autocast_dtype: torch.dtype | None = None) -> dict[str, dict[str, float]]:
-    """Per-task metrics of ``model`` on ``split`` of ``db``, through each head's decode/metrics.
+             chance: bool = False, autocast_dtype: torch.dtype | None = None,
+             predictor: Predictor | None = None) -> dict[str, dict[str, float]]:
+    """Per-task metrics of ``model`` on ``split`` of ``db``: predictions from
+    :func:`medfoundry.inference.predict_task`, scored by the task's kind.
 
     Args:
         model: a foundation model; its heads may live anywhere (each is moved to ``device``
@@ -393,14 +383,16 @@ def evaluate(model: nn.Module, db: MultiTaskDatabase, split: str = "val", tasks:
         tasks: tasks to evaluate (default: every task the model has a head for and ``db`` holds).
         device: where to run (default: where the trunk's parameters are).
         max_samples: evaluate at most this many samples per task (the first of the split).
-        chance: also report ``<primary_metric>_chance``: the metric of the same predictions
-            assigned to random permutations of the samples (mean over ``CHANCE_PERMUTATIONS``),
-            a label-free chance level that works for every task kind.
-        seed: seed of those permutations.
+        chance: also report ``<primary_metric>_chance``, the kind's analytic chance level
+            (:func:`medfoundry.evaluation.tasks.chance_level`).
+        predictor: the inference step (default the plain forward; see
+            :mod:`medfoundry.inference.predictors`).
 
     Returns:
         ``{task: {metric: value}}``.
     """
+    from ..evaluation.tasks import chance_level, primary_metric, task_metrics
+
     if tasks is None:
         tasks = [t for t in model.heads if t in db.tasks]
     if device is None:
@@ -414,41 +406,18 @@ def evaluate(model: nn.Module, db: MultiTaskDatabase, split: str = "val", tasks:
             head = model.heads[task]
             home = next(head.parameters()).device if any(True for _ in head.parameters()) else device
             head.to(device)
-            dataset = TaskDataset(db, task, split)
-            n = len(dataset) if max_samples is None else min(len(dataset), max_samples)
-            if n == 0:
+            try:
+                out = predict_task(model, db, task, split, max_samples=max_samples, batch_size=batch_size,
+                                   device=device, predictor=predictor, autocast_dtype=autocast_dtype)
+            finally:
                 head.to(home)
+            if not out.preds:
                 continue
-            preds: list[Any] = []
-            targets: list[Any] = []
-            spacings: list[Any] = []
-            with torch.no_grad():
-                for start in range(0, n, batch_size):
-                    items = [dataset[i] for i in range(start, min(n, start + batch_size))]
-                    batch = collate(items, task, dataset.spec.kind)
-                    ctx = (torch.autocast(device_type=device.type, dtype=autocast_dtype)
-                           if autocast_dtype is not None else nullcontext())
-                    with ctx:
-                        output = model(batch["image"].to(device), task)
-                    preds.extend(move_to(head.decode(output), torch.device("cpu")))
-                    # Heads' metrics take per-sample numpy targets as MultiTaskDatabase.target gives them.
-                    targets.extend(item["target"] for item in items)
-                    spacings.extend(item["spacing"] for item in items)
-            use_spacing = None if any(s is None for s in spacings) else spacings
-            metrics = {k: float(v) for k, v in head.metrics(preds, targets, spacings=use_spacing).items()}
+            spec = db.task(task)
+            metrics = {k: float(v) for k, v in task_metrics(spec, out.preds, out.targets, out.spacings).items()}
             if chance:
-                # One permutation of a few dozen samples is too noisy a chance level (a 3-class
-                # balanced accuracy came out at 0.19 instead of ~0.33); average several.
-                rng = np.random.default_rng(seed)
-                primary = head.primary_metric
-                values = []
-                for _ in range(CHANCE_PERMUTATIONS):
-                    order = rng.permutation(len(preds))
-                    shuffled = [preds[i] for i in order]
-                    values.append(float(head.metrics(shuffled, targets, spacings=use_spacing)[primary]))
-                metrics[f"{primary}_chance"] = float(np.nanmean(values))
+                metrics[f"{primary_metric(spec.kind)}_chance"] = chance_level(spec)
             results[task] = metrics
-            head.to(home)
     finally:
         model.train(was_training)
     return results

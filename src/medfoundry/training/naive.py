@@ -17,7 +17,8 @@ from ..data.database import MultiTaskDatabase
 from ..data.loading import TaskDataset
 from ..utils import resolve_device
 from .config import PretrainConfig
-from .multitask import WarmupCosine, move_to, param_groups, resolve_tasks
+from ..inference import move_to
+from .multitask import WarmupCosine, param_groups, resolve_tasks
 from .sampling import ShardedBatchStream, TaskSampler, stream_seed
 
 __all__ = ["NaiveJointTrainer"]

@@ -6,7 +6,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..data.loading import BatchStream, TaskDataset, collate
+from ..data.loading import BatchStream
 from ..errors import ConfigError
 from ..utils import look_up_option
 
@@ -68,32 +68,6 @@ class TaskSampler:
         self.rng.bit_generator.state = state["bit_generator"]
 
 
-class ShardedBatchStream(BatchStream):
-    """A :class:`BatchStream` whose global batch is split across ``world_size`` processes.
-
-    Every process walks the same global order (same seed) and loads only the samples at
-    positions ``rank, rank + world_size, ...`` of each global batch, so the union of the shards
-    is exactly the batch a single process would see, and the stream state (epoch, position) is
-    identical on every rank.
-    """
-
-    def __init__(self, dataset: TaskDataset, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1):
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise ConfigError(f"ShardedBatchStream: rank {rank} is not in [0, {world_size})")
-        if batch_size % world_size:
-            raise ConfigError(f"batch_size {batch_size} must be a multiple of the number of processes "
-                              f"({world_size}) so every rank gets the same shard size")
-        super().__init__(dataset, batch_size, seed=seed)
-        self.rank, self.world_size = rank, world_size
-
-    def next_batch(self) -> dict[str, Any]:
-        positions = []
-        while len(positions) < self.batch_size:
-            if self.position >= len(self._order):
-                self.epoch += 1
-                self.position = 0
-                self._order = self._permutation()
-            positions.append(int(self._order[self.position]))
-            self.position += 1
-        items = [self.dataset[p] for p in positions[self.rank::self.world_size]]
-        return collate(items, self.dataset.task, self.dataset.spec.kind)
+# The sharded stream is the data loader's own BatchStream (rank/world_size arguments); the
+# name stays for the trainers and for code written against it.
+ShardedBatchStream = BatchStream

@@ -13,11 +13,12 @@ import torch
 from torch import nn
 
 from ..data.database import MultiTaskDatabase
-from ..data.tasks import SPLITS, TaskKind, TaskSpec
+from ..data.tasks import SPLITS, TaskSpec
 from ..errors import DataError
+from ..inference import batch_targets, run_batches
 from .config import TransferConfig
 
-__all__ = ["TaskData", "batch_targets", "FitResult", "RunOutput", "fit", "step_budget", "train_and_score"]
+__all__ = ["TaskData", "FitResult", "RunOutput", "fit", "step_budget", "train_and_score"]
 
 
 class TaskData:
@@ -48,18 +49,6 @@ class TaskData:
     def positions(self, indices: Iterable[int]) -> np.ndarray:
         """Rows of :attr:`images` holding the given sample indices."""
         return np.array([self.position[int(i)] for i in indices], dtype=np.int64)
-
-
-def batch_targets(kind: TaskKind, targets: Sequence[Any], device: torch.device, spatial_dims: int = 2) -> Any:
-    """Per-sample numpy targets -> the batch layout of :mod:`medfoundry.data.loading`."""
-    if kind is TaskKind.CLASSIFICATION:
-        return torch.tensor([int(t) for t in targets], dtype=torch.long, device=device)
-    if kind is TaskKind.MULTILABEL:
-        return torch.from_numpy(np.stack(targets)).float().to(device)
-    if kind is TaskKind.SEGMENTATION:
-        return torch.from_numpy(np.stack(targets)).long().to(device)
-    return [{"boxes": torch.from_numpy(np.asarray(t["boxes"], np.float32)).reshape(-1, 2 * spatial_dims).to(device),
-             "labels": torch.from_numpy(np.asarray(t["labels"], np.int64)).to(device)} for t in targets]
 
 
 def step_budget(n_train: int, cfg: TransferConfig) -> tuple[int, int, int]:
@@ -164,16 +153,15 @@ class RunOutput:
 def _predict(forward: Callable[[np.ndarray], Any], loss_fn: Callable[[Any, Any], torch.Tensor],
              decode: Callable[[Any], list[Any]], data: TaskData, positions: np.ndarray, batch_size: int,
              device: torch.device, with_loss: bool) -> tuple[list[Any], float]:
-    preds: list[Any] = []
     total, count = 0.0, 0
-    for a in range(0, len(positions), batch_size):
-        pos = positions[a:a + batch_size]
-        out = forward(pos)
-        if with_loss:
-            tgt = batch_targets(data.spec.kind, [data.targets[p] for p in pos], device, data.spec.spatial_dims)
-            total += float(loss_fn(out, tgt)) * len(pos)
-            count += len(pos)
-        preds.extend(decode(out))
+
+    def add_loss(pos: np.ndarray, out: Any) -> None:
+        nonlocal total, count
+        tgt = batch_targets(data.spec.kind, [data.targets[p] for p in pos], device)
+        total += float(loss_fn(out, tgt)) * len(pos)
+        count += len(pos)
+
+    preds = run_batches(forward, positions, batch_size, decode, add_loss if with_loss else None)
     return preds, (total / count if count else float("nan"))
 
 
@@ -193,7 +181,7 @@ def train_and_score(modules: Sequence[nn.Module], optimizer: torch.optim.Optimiz
 
     def train_step(batch: np.ndarray) -> torch.Tensor:
         pos = train_pos[batch]
-        tgt = batch_targets(spec.kind, [data.targets[p] for p in pos], device, spec.spatial_dims)
+        tgt = batch_targets(spec.kind, [data.targets[p] for p in pos], device)
         return loss_fn(forward(pos), tgt)
 
     def validate() -> tuple[float, float]:

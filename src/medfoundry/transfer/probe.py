@@ -1,9 +1,9 @@
 """Frozen-encoder transfer: features computed once, only a head trains.
 
-* classification / multilabel: a linear (or one-hidden-layer MLP) probe on the pooled
+* kinds predicted from the pooled embedding (``Kind.pooled``: classification, multilabel): a linear (or one-hidden-layer MLP) probe on the pooled
   embedding ``model.embed(image, modality)`` (global average of the last encoder stage),
   standardised with the training subset's mean and standard deviation;
-* segmentation / detection: the shared decoder and the task head train on the cached
+* dense kinds (segmentation, detection): the shared decoder and the task head train on the cached
   multi-scale encoder features ``model.features(image, modality)``.
 
 The input adapters and the encoder are frozen. Features of every train/val/test sample of a
@@ -20,13 +20,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.tasks import TaskKind
+from ..inference import embed, features as encoder_features
+from ..tasks import get_kind
 from .config import TransferConfig
 from .loop import RunOutput, TaskData, train_and_score
 
-__all__ = ["FeatureCache", "extract_features", "Probe", "run_frozen", "GLOBAL_KINDS"]
-
-GLOBAL_KINDS = (TaskKind.CLASSIFICATION, TaskKind.MULTILABEL)
+__all__ = ["FeatureCache", "extract_features", "Probe", "run_frozen"]
 
 
 @torch.no_grad()
@@ -35,23 +34,16 @@ def extract_features(model: nn.Module, data: TaskData, batch_size: int, device: 
     """Frozen features of every row of ``data`` (on the CPU, float32).
 
     Returns:
-        ``(N, D)`` pooled embeddings for classification/multilabel tasks (every stage pooled
-        and concatenated with ``multiscale``), else the list of
-        multi-scale maps ``[(N, C_i, *S_i), ...]`` (finest first).
+        ``(N, D)`` pooled embeddings for the kinds that predict from the pooled embedding
+        (``Kind.pooled``: classification, multilabel; every stage pooled and concatenated
+        with ``multiscale``), else the list of multi-scale maps ``[(N, C_i, *S_i), ...]``
+        (finest first).
     """
     spec = data.spec
     model.eval()
-    pooled = spec.kind in GLOBAL_KINDS
-    chunks: list[Any] = []
-    for a in range(0, len(data.images), batch_size):
-        img = data.images[a:a + batch_size].to(device)
-        if pooled:
-            chunks.append(model.embed(img, spec.modality, multiscale=multiscale).float().cpu())
-        else:
-            chunks.append([f.float().cpu() for f in model.features(img, spec.modality)])
-    if pooled:
-        return torch.cat(chunks)
-    return [torch.cat([c[level] for c in chunks]) for level in range(len(chunks[0]))]
+    if get_kind(spec.kind).pooled:
+        return embed(model, data.images, spec.modality, batch_size, device, multiscale=multiscale)
+    return encoder_features(model, data.images, spec.modality, batch_size, device)
 
 
 class FeatureCache:
@@ -119,11 +111,11 @@ def run_frozen(model: nn.Module, data: TaskData, features: torch.Tensor | list[t
     spec = data.spec
     head = model.heads[spec.name]
     torch.manual_seed(seed)
-    if spec.kind in GLOBAL_KINDS:
+    if get_kind(spec.kind).pooled:
         x = features if isinstance(features, torch.Tensor) else torch.as_tensor(features)
         train_x = x[torch.as_tensor(train_pos)]
         probe = Probe(train_x.mean(0), train_x.std(0, unbiased=False) if len(train_x) > 1 else torch.ones(x.shape[1]),
-                      spec.num_classes, cfg.probe).to(device)
+                      get_kind(spec.kind).outputs(spec), cfg.probe).to(device)
         x_dev = x.to(device)
         modules: list[nn.Module] = [probe]
         params = list(probe.parameters())

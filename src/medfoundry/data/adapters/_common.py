@@ -470,13 +470,3 @@ def probe_channels(path: Path, normalize: str) -> int:
 
     return int(read_image(path, normalize=normalize).array.shape[0])
 
-
-def split_strata_multilabel(labels: np.ndarray) -> np.ndarray:
-    """One stratum per sample: its rarest positive label, or K for "no positive label"."""
-    labels = np.asarray(labels, dtype=bool)
-    n, k = labels.shape
-    order = np.argsort(labels.sum(axis=0), kind="stable")
-    out = np.full(n, k, dtype=np.int64)
-    for j in order[::-1]:
-        out[labels[:, j]] = j
-    return out

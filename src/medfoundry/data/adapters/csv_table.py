@@ -24,7 +24,7 @@ import numpy as np
 from ...errors import DataError
 from ..tasks import TaskSpec
 from ._common import (DEFAULT_RATIOS, ImportResult, Sample, canonical_split, check_size, finish, grouped_split,
-                      load_image_2d, natural_key, probe_channels, split_strata_multilabel, stratified_split)
+                      load_image_2d, natural_key, probe_channels, stratified_split)
 
 __all__ = ["import_csv"]
 
@@ -148,7 +148,12 @@ def import_csv(csv_path: str | Path, db: str | Path, task: str, *, modality: str
         raise DataError(f"{len(missing)} image file(s) listed in the CSV do not exist, e.g. {missing[:3]}",
                         path=csv_path, field=image_column)
 
-    strata = labels if kind == "classification" else split_strata_multilabel(labels)
+    if kind == "classification":
+        strata = labels
+    else:
+        from ...tasks.multilabel import multilabel_strata  # the kind decides its strata (imports torch)
+
+        strata = multilabel_strata(labels)
     if split_column and split_column in header:
         given = [canonical_split(row[split_column], where(r), split_column) for r, row in enumerate(rows)]
         splits = {s: [i for i, g in enumerate(given) if g == s] for s in ("train", "val", "test")}

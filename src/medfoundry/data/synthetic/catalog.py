@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from ..tasks import Modality, TaskKind, TaskSpec
+from ..tasks import Modality, TaskSpec
 from . import brain, cells, chest, fundus
 from ._common import boxes_from_instances
 
@@ -38,7 +38,7 @@ class SyntheticTask:
     name: str
     group: str  # "pretrain" or "downstream"
     role: str  # "pretrain", "in-domain" or "out-of-domain"
-    kind: TaskKind
+    kind: str  # a registered task kind (medfoundry.tasks)
     modality: Modality
     classes: tuple[str, ...]
     channels: int
@@ -229,51 +229,51 @@ _T, _M, _X, _O = Modality.TOMOGRAPHIC, Modality.MICROSCOPIC, Modality.XRAY, Moda
 _MNI = "MNI152 2009 T1 template + GM/WM maps (nilearn)"
 
 CATALOG: tuple[SyntheticTask, ...] = (
-    SyntheticTask("mri_tissue_seg", "pretrain", "pretrain", TaskKind.SEGMENTATION, _T, brain.TISSUE_CLASSES, 1, 300,
+    SyntheticTask("mri_tissue_seg", "pretrain", "pretrain", "segmentation", _T, brain.TISSUE_CLASSES, 1, 300,
                   "Brain MRI slice: CSF / grey / white matter segmentation", _mri_tissue, brain.brain_spacing,
                   source=_MNI),
-    SyntheticTask("mri_lesion_seg", "pretrain", "pretrain", TaskKind.SEGMENTATION, _T, ("background", "lesion"), 1,
+    SyntheticTask("mri_lesion_seg", "pretrain", "pretrain", "segmentation", _T, ("background", "lesion"), 1,
                   300, "Brain MRI slice: segment 0-3 focal lesions (enhancing or not)", _mri_lesion_seg,
                   brain.brain_spacing, source=_MNI),
-    SyntheticTask("mri_lesion_det", "pretrain", "pretrain", TaskKind.DETECTION, _T, brain.LESION_TYPES, 1, 300,
+    SyntheticTask("mri_lesion_det", "pretrain", "pretrain", "detection", _T, brain.LESION_TYPES, 1, 300,
                   "Brain MRI slice: boxes of enhancing / non-enhancing lesions", _mri_lesion_det, brain.brain_spacing,
                   source=_MNI),
-    SyntheticTask("mri_lesion_type_cls", "pretrain", "pretrain", TaskKind.CLASSIFICATION, _T,
+    SyntheticTask("mri_lesion_type_cls", "pretrain", "pretrain", "classification", _T,
                   ("no_lesion", "enhancing", "non_enhancing"), 1, 360,
                   "Brain MRI slice: no lesion / enhancing (ring) / non-enhancing lesions", _mri_lesion_type,
                   brain.brain_spacing, source=_MNI),
-    SyntheticTask("fluo_nuclei_seg", "pretrain", "pretrain", TaskKind.SEGMENTATION, _M, ("background", "nucleus"), 1,
+    SyntheticTask("fluo_nuclei_seg", "pretrain", "pretrain", "segmentation", _M, ("background", "nucleus"), 1,
                   300, "Fluorescence nuclei (DAPI-like): nucleus vs background", _fluo_seg, cells.micro_spacing_mm,
                   source="rendered nuclei"),
-    SyntheticTask("fluo_mitosis_det", "pretrain", "pretrain", TaskKind.DETECTION, _M, cells.FLUO_TYPES, 1, 300,
+    SyntheticTask("fluo_mitosis_det", "pretrain", "pretrain", "detection", _M, cells.FLUO_TYPES, 1, 300,
                   "Fluorescence nuclei: boxes of interphase and mitotic nuclei", _fluo_det, cells.micro_spacing_mm,
                   source="rendered nuclei"),
-    SyntheticTask("stain_nuclei_seg", "pretrain", "pretrain", TaskKind.SEGMENTATION, _M,
+    SyntheticTask("stain_nuclei_seg", "pretrain", "pretrain", "segmentation", _M,
                   ("background", "epithelial", "lymphocyte", "stromal"), 3, 300,
                   "H&E / IHC field: nuclei by type (epithelial, lymphocyte, stromal spindle)", _stain_seg,
                   cells.micro_spacing_mm, "uint8", "rendered nuclei, Beer-Lambert stain mixing"),
-    SyntheticTask("stain_cells_multilabel", "pretrain", "pretrain", TaskKind.MULTILABEL, _M,
+    SyntheticTask("stain_cells_multilabel", "pretrain", "pretrain", "multilabel", _M,
                   ("mitotic_figure", "lymphocytes", "spindle_cells", "dab_positive"), 3, 360,
                   "H&E / IHC field: which cell populations are present", _stain_multilabel, cells.micro_spacing_mm,
                   "uint8", "rendered nuclei, Beer-Lambert stain mixing"),
-    SyntheticTask("xray_finding_cls", "pretrain", "pretrain", TaskKind.CLASSIFICATION, _X,
+    SyntheticTask("xray_finding_cls", "pretrain", "pretrain", "classification", _X,
                   ("normal", "nodule", "opacity"), 1, 360, "Chest radiograph: normal / nodule / opacity",
                   _xray_finding, chest.chest_spacing, source="projected torso phantom"),
-    SyntheticTask("xray_lung_seg", "pretrain", "pretrain", TaskKind.SEGMENTATION, _X, chest.CHEST_CLASSES, 1, 300,
+    SyntheticTask("xray_lung_seg", "pretrain", "pretrain", "segmentation", _X, chest.CHEST_CLASSES, 1, 300,
                   "Chest radiograph: lung fields and heart", _xray_lung_seg, chest.chest_spacing,
                   source="projected torso phantom"),
-    SyntheticTask("xray_nodule_det", "pretrain", "pretrain", TaskKind.DETECTION, _X, ("nodule",), 1, 300,
+    SyntheticTask("xray_nodule_det", "pretrain", "pretrain", "detection", _X, ("nodule",), 1, 300,
                   "Chest radiograph: boxes of pulmonary nodules", _xray_nodule_det, chest.chest_spacing,
                   source="projected torso phantom"),
-    SyntheticTask("mri_lesion_size_cls", "downstream", "in-domain", TaskKind.CLASSIFICATION, _T,
+    SyntheticTask("mri_lesion_size_cls", "downstream", "in-domain", "classification", _T,
                   ("no_lesion", "small", "large"), 1, 360,
                   "Brain MRI slice (new slices): lesion burden none / small (<=300 mm2) / large (>=550 mm2)",
                   _mri_lesion_size, brain.brain_spacing, source=_MNI),
-    SyntheticTask("stain_atypia_cls", "downstream", "in-domain", TaskKind.CLASSIFICATION, _M,
+    SyntheticTask("stain_atypia_cls", "downstream", "in-domain", "classification", _M,
                   ("regular", "atypical"), 3, 360,
                   "H&E field: regular vs enlarged pleomorphic (atypical) nuclei at equal nuclear coverage",
                   _stain_atypia, cells.micro_spacing_mm, "uint8", "rendered nuclei, Beer-Lambert stain mixing"),
-    SyntheticTask("fundus_lesion_cls", "downstream", "out-of-domain", TaskKind.CLASSIFICATION, _O,
+    SyntheticTask("fundus_lesion_cls", "downstream", "out-of-domain", "classification", _O,
                   fundus.FUNDUS_FINDINGS, 3, 360,
                   "Fundus photo crop: healthy / haemorrhages / hard exudates (modality unseen in pretraining)",
                   _fundus_lesion, None, "uint8", "skimage.data.retina() crops + drawn lesions"),

@@ -1,0 +1,231 @@
+"""Test-time methods for a dense (segmentation) network: flip TTA, entropy minimisation, ETTA.
+
+``none``     plain sliding-window probabilities.
+``tta``      the mean of the probabilities over every flip of the spatial axes
+             (:class:`~medfoundry.inference.sliding_window.SlidingWindowPredictor` ``tta``).
+``entropy``  TENT-style entropy minimisation (Wang et al., ICLR 2021) on one case: only the affine
+             weight and bias of the normalisation layers (InstanceNorm, GroupNorm, LayerNorm,
+             BatchNorm) are trained, ``steps`` Adam steps (learning rate ``lr``), each on
+             ``patches`` windows of the case drawn (seeded) from the sliding-window grid; the
+             loss is the mean voxel entropy divided by its maximum (ln K for softmax, ln 2 per
+             sigmoid region), so it lies in [0, 1]. Then the whole case is predicted with the
+             adapted weights.
+``etta``     entropy test-time adaptation after UKBOB (Bourigault et al., 2025), as this package
+             reads the paper's short description ("refine the segmentation output based on the
+             model's confidence"; see docs/robustness.md for what was unclear): the loss is the
+             entropy of the flip-consensus (mean of the window's probabilities and those of its
+             flipped copy, flipped back), counted only on voxels whose consensus entropy is below
+             ``threshold`` of the maximum (confident voxels, so errors are not reinforced); the
+             output is a voxel-wise fusion of the unadapted and adapted probabilities, each
+             weighted by ``1 / (entropy + 0.05)`` (normalised entropy).
+
+``mode="reset"`` (default) restores the normalisation parameters after every case;
+``"continual"`` carries them to the next case. The network object is adapted in memory only;
+nothing is written to the run folder.
+
+Example:
+    >>> adapter = TestTimeAdapter(net, window_predictor, AdaptConfig(method="entropy"))
+    >>> probabilities = adapter(image)      # (C, X, Y, Z) normalised -> (K, X, Y, Z)
+    >>> adapter.last                         # {"entropy_before": .., "entropy_after": .., "seconds": ..}
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import ConfigBase
+
+__all__ = ["ADAPT_METHODS", "AdaptConfig", "TestTimeAdapter", "norm_affine_parameters", "mean_entropy",
+           "peak_memory_mb"]
+
+ADAPT_METHODS = ("none", "tta", "entropy", "etta")
+_NORMS = (torch.nn.modules.instancenorm._InstanceNorm, torch.nn.GroupNorm, torch.nn.LayerNorm,
+          torch.nn.modules.batchnorm._BatchNorm)
+
+
+@dataclass
+class AdaptConfig(ConfigBase):
+    """Test-time method and its settings (defaults documented in docs/robustness.md).
+
+    Attributes:
+        method: ``none``, ``tta``, ``entropy`` or ``etta``.
+        steps: Adam steps per case (entropy, etta).
+        lr: Adam learning rate of the normalisation affine parameters.
+        patches: windows per step, drawn from the sliding-window grid of the case.
+        mode: ``reset`` (restore the weights after each case) or ``continual``.
+        threshold: ETTA's confident-voxel cut, a fraction of the maximum entropy.
+        seed: seed of the window draws.
+    """
+
+    method: str = "none"
+    steps: int = 3
+    lr: float = 1e-2
+    patches: int = 2
+    mode: str = "reset"
+    threshold: float = 0.4
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.method not in ADAPT_METHODS:
+            raise self.bad("method", " | ".join(ADAPT_METHODS))
+        if self.mode not in ("reset", "continual"):
+            raise self.bad("mode", "reset | continual")
+        if int(self.steps) < 0:
+            raise self.bad("steps", "an integer >= 0")
+        if int(self.patches) < 1:
+            raise self.bad("patches", "an integer >= 1")
+        if not float(self.lr) > 0:
+            raise self.bad("lr", "a positive learning rate")
+        if not 0.0 < float(self.threshold) <= 1.0:
+            raise self.bad("threshold", "a fraction in (0, 1]")
+
+
+def norm_affine_parameters(net: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The affine weight and bias of every normalisation layer of ``net`` (those that have one)."""
+    params = []
+    for module in net.modules():
+        if isinstance(module, _NORMS):
+            params += [p for p in (getattr(module, "weight", None), getattr(module, "bias", None))
+                       if isinstance(p, torch.nn.Parameter)]
+    return params
+
+
+def _entropy(p: torch.Tensor, activation: str) -> torch.Tensor:
+    """Voxel entropy (B, *S) of probabilities (B, K, *S), divided by its maximum (values in [0, 1])."""
+    eps = 1e-6
+    if activation == "softmax":
+        return -(p * torch.log(p + eps)).sum(1) / math.log(max(p.shape[1], 2))
+    h = -(p * torch.log(p + eps) + (1 - p) * torch.log(1 - p + eps)) / math.log(2)
+    return h.mean(1)
+
+
+def mean_entropy(probabilities: np.ndarray | torch.Tensor, activation: str = "softmax") -> float:
+    """Mean normalised voxel entropy of probabilities (K, *S), in [0, 1]."""
+    p = torch.as_tensor(probabilities, dtype=torch.float32)[None]
+    return float(_entropy(p, activation).mean())
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory in MiB: allocated on a CUDA device since the last reset, else the process's
+    peak resident set (which never decreases: on CPU it bounds the case from above)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class TestTimeAdapter:
+    """Probabilities of one normalised case with a test-time method.
+
+    Args:
+        net: the network (B, C, *window) -> logits (B, K, *window); adapted in memory only.
+        window: the :class:`~medfoundry.inference.sliding_window.SlidingWindowPredictor` of ``net``
+            (its ``tta`` is used as given; ``method="tta"`` switches it on).
+        config: :class:`AdaptConfig`.
+    """
+
+    def __init__(self, net: torch.nn.Module, window, config: AdaptConfig):
+        self.net, self.window, self.config = net, window, config
+        if config.method == "tta":
+            window.tta = True
+        self.params = norm_affine_parameters(net) if config.method in ("entropy", "etta") else []
+        if config.method in ("entropy", "etta") and not self.params:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"--adapt {config.method}: the network has no normalisation layer with affine "
+                              "parameters to adapt")
+        self._initial = [p.detach().clone() for p in self.params]
+        self._rng = np.random.default_rng(config.seed)
+        self.last: dict[str, Any] = {}
+
+    def reset(self) -> None:
+        """Restore the normalisation parameters the adapter started from."""
+        with torch.no_grad():
+            for p, v in zip(self.params, self._initial):
+                p.copy_(v)
+
+    def _windows(self, x: torch.Tensor) -> torch.Tensor:
+        """``patches`` windows (B, C, *window) drawn from the sliding-window grid of ``x`` (1, C, *S)."""
+        from monai.data.utils import dense_patch_slices
+
+        size = tuple(self.window.window)
+        pad = [max(w - s, 0) for w, s in zip(size, x.shape[2:])]
+        if any(pad):
+            x = torch.nn.functional.pad(x, [v for p in reversed(pad) for v in (p // 2, p - p // 2)])
+        scan = tuple(max(1, int(w * (1 - self.window.overlap))) for w in size)
+        slices = dense_patch_slices(tuple(x.shape[2:]), size, scan)
+        pick = self._rng.choice(len(slices), size=min(self.config.patches, len(slices)), replace=False)
+        return torch.cat([x[(slice(None), slice(None), *slices[i])] for i in pick]).to(self.window.device)
+
+    def _loss(self, batch: torch.Tensor) -> torch.Tensor:
+        act = self.window.activation
+        p = self.window._probabilities(batch)
+        if self.config.method == "entropy":
+            return _entropy(p, act).mean()
+        # ETTA: consensus of the window and its flip over the spatial axes, on confident voxels only
+        axes = tuple(range(2, batch.ndim))
+        q = torch.flip(self.window._probabilities(torch.flip(batch, axes)), axes)
+        h = _entropy((p + q) / 2, act)
+        keep = (h < self.config.threshold).float()
+        return (h * keep).sum() / keep.sum().clamp_min(1.0)
+
+    def adapt(self, image: torch.Tensor) -> dict[str, float]:
+        """Run the Adam steps on windows of ``image`` (C, *S); returns the loss before and after."""
+        x = torch.as_tensor(image, dtype=torch.float32)[None]
+        batch = self._windows(x)
+        flags = [p.requires_grad for p in self.net.parameters()]
+        chosen = {id(p) for p in self.params}
+        for p in self.net.parameters():
+            p.requires_grad_(id(p) in chosen)
+        optimiser = torch.optim.Adam(self.params, lr=float(self.config.lr))
+        losses = []
+        try:
+            with torch.enable_grad():
+                for _ in range(int(self.config.steps)):
+                    optimiser.zero_grad(set_to_none=True)
+                    loss = self._loss(batch)
+                    loss.backward()
+                    optimiser.step()
+                    losses.append(float(loss.detach()))
+            with torch.no_grad():
+                after = float(self._loss(batch))
+        finally:
+            for p, flag in zip(self.net.parameters(), flags):
+                p.requires_grad_(flag)
+        return {"loss_before": losses[0] if losses else after, "loss_after": after}
+
+    def __call__(self, image: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Probabilities (K, *S) float32 on the CPU of one normalised case ``image`` (C, *S)."""
+        device = self.window.device
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        start = time.perf_counter()
+        stats: dict[str, Any] = {"method": self.config.method}
+        if self.config.method in ("entropy", "etta"):
+            before = self.window(image) if self.config.method == "etta" else None
+            stats.update(self.adapt(torch.as_tensor(image)))
+            probabilities = self.window(image)
+            if before is not None:
+                probabilities = self._fuse(before, probabilities)
+            if self.config.mode == "reset":
+                self.reset()
+        else:
+            probabilities = self.window(image)
+        stats["entropy"] = mean_entropy(probabilities, self.window.activation)
+        stats["seconds"] = time.perf_counter() - start
+        stats["peak_memory_mb"] = peak_memory_mb(device)
+        self.last = stats
+        return probabilities
+
+    def _fuse(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+        act = self.window.activation
+        w0 = 1.0 / (_entropy(before[None], act)[0] + 0.05)
+        w1 = 1.0 / (_entropy(after[None], act)[0] + 0.05)
+        return (before * w0 + after * w1) / (w0 + w1)
