@@ -22,7 +22,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -98,15 +97,15 @@ def main() -> None:
                 "peak_memory_mb": float(max(c["peak_memory_mb"] for c in report["cases"]))}
             if cond.endswith(f"_s{middle}") and "reliability_bins" in report:
                 bins.setdefault(name, []).append(np.array(report["reliability_bins"]))
-            print(f"{name:>10} {cond:>16}: Dice {mean:.3f} [{lo:.3f}, {hi:.3f}]  ECE {report.get('ece', float('nan')):.3f}",
-                  flush=True)
+            ece = report.get("ece", float("nan"))
+            print(f"{name:>10} {cond:>16}: Dice {mean:.3f} [{lo:.3f}, {hi:.3f}]  ECE {ece:.3f}", flush=True)
     if bins:
         reliability_diagram({k: np.sum(v, axis=0) for k, v in bins.items()}, out / "reliability_middle.png",
                             title=f"severity {middle}, all corruptions")
     verdicts = _verdicts(results, corruptions, middle)
     _plot(results, corruptions, severities, out / "shift_vs_severity.png")
-    atomic_write_json(out / "shift.json", {"results": results, "verdicts": verdicts, "seconds": time.perf_counter() - t0,
-                                           "args": vars(args)})
+    atomic_write_json(out / "shift.json", {"results": results, "verdicts": verdicts,
+                                           "seconds": time.perf_counter() - t0, "args": vars(args)})
     for line in verdicts["lines"]:
         print(line)
 

@@ -3,7 +3,11 @@
 build the synthetic database -> inspect it -> multi-task pretraining (+ a single-task baseline)
 -> data-efficiency sweep on the held-out tasks (frozen and fine-tuned) -> HTML report.
 
-Every step resumes: re-running the demo skips what is already in ``--out``.
+Every step resumes: re-running the demo skips what is already in ``--out``. The timings of
+the first complete run stay in ``demo_timings.json`` (``"resumed": true`` when that run
+itself continued an interrupted one); a later rerun writes ``demo_timings_resume.json``.
+When stdout is not a terminal (``make demo > log``, CI) the rich bars show nothing until
+they end, so every stage prints plain progress lines instead.
 """
 
 from __future__ import annotations
@@ -18,12 +22,15 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import MedfoundryError
+from .utils import atomic_write_json
 
-__all__ = ["run_demo", "main"]
+__all__ = ["run_demo", "main", "TIMINGS_FILE", "RESUME_TIMINGS_FILE"]
 
 # Pretraining task of the single-task baseline: the tomographic lesion segmentation task is the
 # closest single source for the in-domain downstream tasks, so it is the strongest single rival.
 SINGLE_TASK = "mri_lesion_seg"
+TIMINGS_FILE = "demo_timings.json"
+RESUME_TIMINGS_FILE = "demo_timings_resume.json"
 
 
 def run_demo(out: str | Path, seed: int = 0, rounds: int = 200, single_rounds: int = 200,
@@ -41,15 +48,26 @@ def run_demo(out: str | Path, seed: int = 0, rounds: int = 200, single_rounds: i
     out.mkdir(parents=True, exist_ok=True)
     db_root = out / "db"
     timings: dict[str, float] = {}
+    first = out / TIMINGS_FILE
+    complete_before = _complete_timings(first)
+    resumed = (db_root / "database.yaml").is_file()
+    plain = not sys.stdout.isatty()
+
+    def stage_done(name: str) -> None:
+        if plain:  # a visible heartbeat in logs, where rich bars stay silent until they end
+            console.print(f"{name} done in {timings[name + '_s']:.0f} s", highlight=False)
 
     t0 = time.perf_counter()
     console.rule("1/4 embedded synthetic database")
     if not (db_root / "database.yaml").is_file():
+        if plain:
+            console.print(f"building the synthetic database in {db_root} ...", highlight=False)
         make_synthetic_database(db_root, seed=seed, scale="small", progress=True)
     console.print(summary_table(summarize(db_root)))
     sheet = contact_sheet(db_root, out / "db_contact_sheet.png", per_task=4, seed=seed)
     console.print(f"contact sheet: {sheet}")
     timings["database_s"] = time.perf_counter() - t0
+    stage_done("database")
 
     t0 = time.perf_counter()
     console.rule(f"2/4 multi-task pretraining ({rounds} rounds, all pretraining tasks)")
@@ -59,6 +77,7 @@ def run_demo(out: str | Path, seed: int = 0, rounds: int = 200, single_rounds: i
     single = pretrain_demo(db_root, out / f"pretrain_single_{SINGLE_TASK}", rounds=single_rounds,
                            tasks=[SINGLE_TASK], seed=seed, device=device)
     timings["pretraining_s"] = time.perf_counter() - t0
+    stage_done("pretraining")
 
     t0 = time.perf_counter()
     console.rule("3/4 transfer: data-efficiency sweep on the held-out tasks")
@@ -66,14 +85,28 @@ def run_demo(out: str | Path, seed: int = 0, rounds: int = 200, single_rounds: i
               out=out / "transfer", fractions=fractions, seeds=seeds, modes=("frozen", "finetune"),
               finetune_max_steps=60, patience=3, device=device)
     timings["transfer_s"] = time.perf_counter() - t0
+    stage_done("transfer")
 
     console.rule("4/4 report")
     report = build_report(out / "transfer", title="medfoundry demo: transfer of the multi-task encoder")
     timings["total_s"] = sum(timings.values())
-    (out / "demo_timings.json").write_text(json.dumps(timings, indent=2) + "\n", encoding="utf-8")
-    console.print(" ".join(f"{k}={v:.0f}" for k, v in timings.items()))
+    record = {**timings, "resumed": resumed}
+    # a rerun skips finished steps, so its timings say nothing about a run from scratch
+    target = out / RESUME_TIMINGS_FILE if complete_before else first
+    atomic_write_json(target, record)
+    console.print(" ".join(f"{k}={v:.0f}" for k, v in timings.items())
+                  + (f" (resumed: {target.name}; the first complete run's timings stay in {first.name})"
+                     if complete_before else ""), highlight=False)
     console.print(f"[bold green]report:[/] {report.resolve()}")
     return report
+
+
+def _complete_timings(path: Path) -> bool:
+    """``True`` when ``path`` holds the timings of a demo run that reached its end."""
+    try:
+        return "total_s" in json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def _print_metrics(console: Console, path: Path, title: str) -> None:

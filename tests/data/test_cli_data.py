@@ -87,7 +87,7 @@ def test_import_segmentation_cli_with_mask_values(tmp_path):
 def test_make_synthetic_calls_the_generator(tmp_path, monkeypatch, capsys):
     calls = []
 
-    def fake(out, seed, scale, overwrite, progress):
+    def fake(out, seed, scale, overwrite, progress, with_3d=False):
         from medfoundry.testing import make_toy_database
 
         calls.append((str(out), seed, scale, overwrite, progress))

@@ -132,3 +132,20 @@ def test_paired_bootstrap_difference_from_replicates():
     assert better.low == pytest.approx(0.1) and better.high == pytest.approx(0.1)
     noise = paired_bootstrap_difference([0.5] * 3, rng.random((3, 300)), [0.5] * 3, rng.random((3, 300)))
     assert noise.low < 0 < noise.high and noise.p_value > 0.05
+
+
+def test_paired_seed_difference_aligns_seeds():
+    from medfoundry.evaluation.stats import paired_seed_difference
+
+    rng = np.random.default_rng(6)
+    reps = rng.random((3, 100))
+    # b lists its seeds in another order and lacks seed 1: pairs are (0, 0) and (2, 2)
+    res = paired_seed_difference([0, 1, 2], [0.9, 0.0, 0.7], reps + [[0.2], [9.0], [0.2]],
+                                 [2, 0], [0.5, 0.7], reps[[2, 0]])
+    assert res.difference == pytest.approx(0.2) and res.low == pytest.approx(0.2) and res.n == 100
+    # no replicates: per-seed figures, exact sign flips over 2 seeds
+    res = paired_seed_difference([0, 2], [0.9, 0.7], None, [2, 0], [0.5, 0.7], None)
+    assert res.difference == pytest.approx(0.2) and res.p_value == pytest.approx(0.5) and res.n == 2
+    assert math.isnan(paired_seed_difference([0], [1.0], None, [1], [1.0], None).difference)
+    with pytest.raises(ValueError, match="seeds"):
+        paired_seed_difference([0, 1], [1.0], None, [0], [1.0], None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from scipy import ndimage
 
@@ -59,8 +60,6 @@ def test_resample_grid_field_keeps_block_centres():
 
 def _instance_reference(fixed, moving, init, config):
     """The fine stage written plainly: grid_sample on the whole grid, channel-summed SSD mean."""
-    import torch.nn.functional as F
-
     from medfoundry.registration.fields import box_smooth, diffusion_penalty, warp
 
     factor = float(config.adam_factor)
@@ -107,3 +106,44 @@ def test_simple_adam_follows_torch_optim_adam():
         reference.step()
     assert (ours - start).abs().max() > 0.5
     assert torch.allclose(ours, theirs.detach(), atol=1e-6)
+
+
+def _discrete_cost_reference(fixed, moving, grid_spacing, step, radius):
+    """One candidate at a time, by slicing: the plain form of the dense SSD cost."""
+    import itertools
+
+    import torch.nn.functional as F
+
+    from medfoundry.registration.features import pooled_features
+
+    spatial = fixed.ndim - 2
+    fixed_p, moving_p = pooled_features(fixed, step), pooled_features(moving, step)
+    stride = grid_spacing // step
+    fixed_grid = pooled_features(fixed_p, stride)[0]
+    grid = fixed_grid.shape[1:]
+    pad_hi = [max(0, g * stride - s) for g, s in zip(grid, moving_p.shape[2:])]
+    pads = [v for p in reversed(pad_hi) for v in (0, p)]
+    moving_p = F.pad(moving_p, pads, mode="replicate")
+    pool = (F.avg_pool2d, F.avg_pool3d)[spatial - 2]
+    blocks = pool(moving_p, stride, stride=1) if stride > 1 else moving_p
+    blocks = F.pad(blocks, [radius] * (2 * spatial), mode="replicate")[0]
+    costs = []
+    for offset in itertools.product(range(-radius, radius + 1), repeat=spatial):
+        view = (slice(None),) + tuple(slice(radius + o, radius + o + stride * (n - 1) + 1, stride)
+                                      for o, n in zip(offset, grid))
+        costs.append((fixed_grid - blocks[view]).pow(2).mean(0))
+    return torch.stack(costs)
+
+
+
+@pytest.mark.parametrize("shape,grid_spacing,step,radius", [((23, 19, 17), 6, 3, 2), ((20, 18, 16), 4, 2, 3),
+                                                            ((26, 21), 6, 3, 2), ((15, 13, 11), 3, 3, 1)])
+def test_discrete_cost_equals_the_one_candidate_at_a_time_reference(shape, grid_spacing, step, radius):
+    generator = torch.Generator().manual_seed(5)
+    fixed = torch.rand(1, 3, *shape, generator=generator)
+    moving = torch.rand(1, 3, *shape, generator=generator)
+    cost, candidates = discrete_cost(fixed, moving, grid_spacing, step, radius)
+    reference = _discrete_cost_reference(fixed, moving, grid_spacing, step, radius)
+    assert cost.shape == reference.shape
+    assert torch.allclose(cost, reference, atol=1e-6)
+    assert candidates.shape == ((2 * radius + 1) ** len(shape), len(shape))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medfoundry.data.volumes3d import write_nifti
+from medfoundry.io.volumes import write_nifti
 
 TINY_ENCODER = {"widths": [8, 8, 8, 8], "depths": [1, 1, 1, 1]}
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from medfoundry.data.adapters.nnunet_folder import import_volumes3d, normalize_case
-from medfoundry.data.volumes3d import VolumeTask, list_volume_tasks, validate_volume_task, write_nifti
+from medfoundry.data.volumes3d import VolumeTask, list_volume_tasks, validate_volume_task
+from medfoundry.io.volumes import write_nifti
 from medfoundry.errors import DataError
 
 from seg3d_helpers import write_folder

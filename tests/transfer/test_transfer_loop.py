@@ -66,6 +66,7 @@ def test_finetune_step_cap():
 
 def test_goal_fractions_added_by_role():
     from medfoundry.transfer import parse_encoder, plan_runs
+    from medfoundry.transfer.efficiency import reference_only_tasks
 
     cfg = TransferConfig(fractions=(0.1,), seeds=1, modes=("frozen",))
     src = [parse_encoder("random")]
@@ -74,6 +75,12 @@ def test_goal_fractions_added_by_role():
     got = {(t, m): sorted(f for tt, _, mm, _, f in plan if tt == t and mm == m) for t, _, m, _, _ in plan}
     assert got[("a", "frozen")] == [0.01, 0.1, 1.0]
     assert got[("b", "frozen")] == [0.1, 0.5, 1.0]
-    assert got[("c", "frozen")] == [0.1] and got[("c", "finetune")] == [0.1]
+    # frozen only: random init is fine-tuned just for the 100 % reference, where a goal needs it
+    assert got[("a", "finetune")] == [1.0] and got[("b", "finetune")] == [1.0]
+    assert got[("c", "frozen")] == [0.1] and ("c", "finetune") not in got
+    assert reference_only_tasks(["a", "b", "c"], cfg, roles) == ["a", "b"]
     plain = plan_runs(["a"], src, cfg.replace(goal_fractions=False), roles=roles)
-    assert sorted({p[4] for p in plain}) == [0.1]
+    assert sorted({p[4] for p in plain}) == [0.1] and {p[2] for p in plain} == {"frozen"}
+    both = plan_runs(["a"], src, cfg.replace(modes=("frozen", "finetune")), roles=roles)
+    assert sorted(f for _, _, m, _, f in both if m == "finetune") == [0.01, 0.1, 1.0]
+    assert reference_only_tasks(["a"], cfg.replace(modes=("frozen", "finetune")), roles) == []

@@ -9,6 +9,11 @@ Class balance per kind:
 
 Summaries scan the arrays in chunks (memory-mapped), so they work on databases larger than
 RAM; expect a few seconds per GB for segmentation masks.
+
+Tasks of a kind that describes itself (``segmentation3d``: whole volumes of different shapes,
+``tasks/<task>/volumes3d.json``) are listed after the ``database.yaml`` tasks, summarised and
+drawn by their kind (a mid-slice per case with the label overlaid); a folder holding only
+such tasks needs no ``database.yaml``.
 """
 
 from __future__ import annotations
@@ -20,25 +25,49 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import DataError
-from ..utils import atomic_path
-from .database import MultiTaskDatabase
+from ..utils import atomic_path, look_up_option
+from .database import MANIFEST, MultiTaskDatabase
 from .tasks import SPLITS
 
-__all__ = ["summarize", "summarize_task", "summary_table", "contact_sheet"]
+__all__ = ["summarize", "summarize_task", "summary_table", "contact_sheet", "database_title"]
 
 _CHUNK_BYTES = 64 * 2**20
 _TITLE_WIDTH = 30  # characters per title line of a 2.2-inch panel at 8 pt
 
 
-def _open(db: MultiTaskDatabase | str | Path) -> MultiTaskDatabase:
-    return db if isinstance(db, MultiTaskDatabase) else MultiTaskDatabase.open(db)
+def _resolve(db: MultiTaskDatabase | str | Path, tasks: Sequence[str] | None
+             ) -> tuple[Path, MultiTaskDatabase | None, list[tuple[str, Any]]]:
+    """(root, database or None, [(task, kind of a self-described task or None)]), checking names."""
+    from ..tasks import stored_task_kinds
+
+    root = db.root if isinstance(db, MultiTaskDatabase) else Path(db)
+    stored = stored_task_kinds(root)
+    database = db if isinstance(db, MultiTaskDatabase) else (
+        None if stored and not (root / MANIFEST).is_file() else MultiTaskDatabase.open(root))
+    flat = database.task_names() if database is not None else []
+    if tasks is None:
+        return root, database, [(n, None) for n in flat] + list(stored.items())
+    chosen = []
+    for name in tasks:
+        look_up_option(name, flat + list(stored), what=f"task in {root}")
+        chosen.append((name, stored.get(name)) if name not in flat else (name, None))
+    return root, database, chosen
+
+
+def database_title(db: MultiTaskDatabase | str | Path) -> str:
+    """The database name (from ``database.yaml``, else the folder name)."""
+    if isinstance(db, MultiTaskDatabase):
+        return db.name
+    root, database, _ = _resolve(db, [])
+    return database.name if database is not None else root.name
 
 
 def summarize(db: MultiTaskDatabase | str | Path, tasks: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """One dict per task (see :func:`summarize_task`), in manifest order."""
-    db = _open(db)
-    names = list(tasks) if tasks is not None else db.task_names()
-    return [summarize_task(db, name) for name in names]
+    """One dict per task (see :func:`summarize_task`), in manifest order, then the
+    self-described tasks (module docstring) by name."""
+    root, database, chosen = _resolve(db, tasks)
+    return [kind.summarize_stored(root, name) if kind is not None else summarize_task(database, name)
+            for name, kind in chosen]
 
 
 def summarize_task(db: MultiTaskDatabase, task: str) -> dict[str, Any]:
@@ -51,7 +80,9 @@ def summarize_task(db: MultiTaskDatabase, task: str) -> dict[str, Any]:
         classification ``{"counts": {class: n}}``; multilabel ``{"positives": {class: n},
         "none": n}``; segmentation ``{"pixel_share": {class: fraction}, "samples_with":
         {class: n}}``; detection ``{"boxes_per_image_mean", "boxes_per_image_max",
-        "images_without_boxes", "boxes_per_class": {class: n}, "num_boxes"}``.
+        "images_without_boxes", "boxes_per_class": {class: n}, "num_boxes"}``; ``problems``
+        lists one line per split holding targets outside the class list (never counted in
+        ``balance``).
     """
     spec = db.task(task)
     n = db.num_samples(task)
@@ -64,7 +95,11 @@ def summarize_task(db: MultiTaskDatabase, task: str) -> dict[str, Any]:
     }
     from ..tasks import get_kind
 
+    from .validate import target_problems
+
     out["balance"] = get_kind(spec.kind).summary(db, task)
+    # a label the head cannot take (e.g. -1 for "unknown") is an error, not silently a class
+    out["problems"] = [p.message for p in target_problems(db, task)]
     return out
 
 
@@ -75,16 +110,20 @@ def _balance_text(summary: dict[str, Any], limit: int = 12) -> str:
 
 
 def summary_table(summaries: list[dict[str, Any]], title: str = "tasks"):
-    """A rich ``Table`` with one row per task summary."""
+    """A rich ``Table`` with one row per task summary; target problems go in its caption."""
     from rich.table import Table
 
-    table = Table(title=title, show_lines=True)
+    problems = [p for s in summaries for p in s.get("problems", [])]
+    caption = "\n".join(f"error: {p}" for p in problems) or None
+    table = Table(title=title, show_lines=True, caption=caption, caption_style="bold red")
     for col in ("task", "kind", "modality", "classes", "size", "train/val/test", "class balance"):
         table.add_column(col, overflow="fold")
     for s in summaries:
         classes = s["classes"]
         shown = ", ".join(classes[:8]) + (f" ... (+{len(classes) - 8})" if len(classes) > 8 else "")
         size = "x".join(map(str, s["image_size"])) + f" x{s['channels']}ch"
+        if s.get("image_size_min", s["image_size"]) != s["image_size"]:  # ragged: smallest..largest
+            size = "x".join(map(str, s["image_size_min"])) + " .. " + size
         sp = s["splits"]
         table.add_row(s["name"], s["kind"], s["modality"], f"{len(classes)}: {shown}", size,
                       f"{sp['train']}/{sp['val']}/{sp['test']}", _balance_text(s))
@@ -115,7 +154,9 @@ def contact_sheet(db: MultiTaskDatabase | str | Path, out_png: str | Path, tasks
     One row per task: the image (grey or RGB), titled with its class (classification) or
     positive labels (multilabel); segmentation masks overlaid in colour (background
     transparent) with a legend; detection boxes drawn with their class name. Samples are
-    drawn with ``seed`` (same seed, same sheet). Written atomically.
+    drawn with ``seed`` (same seed, same sheet). Written atomically. A 3D row
+    (``segmentation3d``) shows per case the axial slice with the most foreground, the last
+    channel in grey and the label overlaid.
 
     Returns:
         The PNG path.
@@ -127,29 +168,35 @@ def contact_sheet(db: MultiTaskDatabase | str | Path, out_png: str | Path, tasks
 
     from ..tasks import get_kind
 
-    db = _open(db)
-    names = list(tasks) if tasks is not None else db.task_names()
-    if not names:
-        raise DataError("no tasks to draw", path=db.root)
+    root, database, chosen = _resolve(db, tasks)
+    if not chosen:
+        raise DataError("no tasks to draw", path=root)
     if per_task < 1:
         raise DataError(f"per_task must be >= 1, got {per_task}", field="per_task")
     palette = plt.get_cmap("tab10").colors
-    fig, axes = plt.subplots(len(names), per_task, figsize=(2.2 * per_task, 2.5 * len(names)), squeeze=False)
-    for row, name in enumerate(names):
-        spec = db.task(name)
+    fig, axes = plt.subplots(len(chosen), per_task, figsize=(2.2 * per_task, 2.5 * len(chosen)), squeeze=False)
+    for row, (name, stored_kind) in enumerate(chosen):
+        if stored_kind is not None:
+            for ax in axes[row]:
+                ax.set_xticks([])
+                ax.set_yticks([])
+            stored_kind.draw_stored(list(axes[row]), root, name, seed=seed)
+            axes[row, 0].set_ylabel(f"{name}\n{stored_kind.name}", fontsize=8)
+            continue
+        spec = database.task(name)
         kind = get_kind(spec.kind)
-        n = db.num_samples(name)
+        n = database.num_samples(name)
         rng = np.random.default_rng([seed, row])
-        chosen = np.sort(rng.choice(n, size=min(per_task, n), replace=False))
+        picked = np.sort(rng.choice(n, size=min(per_task, n), replace=False))
         for col in range(per_task):
             ax = axes[row, col]
             ax.set_xticks([])
             ax.set_yticks([])
-            if col >= len(chosen):
+            if col >= len(picked):
                 ax.axis("off")
                 continue
-            i = int(chosen[col])
-            image, target = _middle_slice(db.image(name, i), db.target(name, i), spec.spatial_dims)
+            i = int(picked[col])
+            image, target = _middle_slice(database.image(name, i), database.target(name, i), spec.spatial_dims)
             shown, cmap = _display(image)
             vmin, vmax = (0.0, 1.0) if cmap is None else (float(shown.min()), float(shown.max()) or 1.0)
             ax.imshow(shown, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
@@ -164,7 +211,8 @@ def contact_sheet(db: MultiTaskDatabase | str | Path, out_png: str | Path, tasks
         if handles:
             axes[row, -1].legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7,
                                  frameon=False)
-    fig.suptitle(f"{db.name}: {per_task} random samples per task (seed {seed})", fontsize=10)
+    title = database.name if database is not None else root.name
+    fig.suptitle(f"{title}: {per_task} random samples per task (seed {seed})", fontsize=10)
     # Reserve a fixed band (in inches) for the title so it never overlaps the first row's titles.
     height = fig.get_figheight()
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / height))

@@ -136,6 +136,10 @@ class TaskSpec:
             raise DataError(f"{where}: channels must be >= 1, got {self.channels}", field="channels")
         from ..tasks import get_kind
 
+        if get_kind(self.kind).manifest:  # ragged kinds describe themselves (see their module)
+            raise DataError(f"{where}: {self.kind.value} tasks are described by tasks/{self.name}/"
+                            f"{get_kind(self.kind).manifest}, not by database.yaml (remove this entry)",
+                            field="kind")
         minimum = get_kind(self.kind).min_classes
         if len(self.classes) < minimum:
             raise DataError(

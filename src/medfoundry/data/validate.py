@@ -23,7 +23,7 @@ from ..errors import DataError
 from .database import IMAGE_DTYPES, FORMAT_VERSION, MANIFEST
 from .tasks import SPLITS, TaskSpec
 
-__all__ = ["Problem", "validate_database", "CHUNK_BYTES"]
+__all__ = ["Problem", "validate_database", "target_problems", "check_targets", "CHUNK_BYTES"]
 
 CHUNK_BYTES = 64 * 2**20  # scanned per step; bounds the validator's own memory
 _TOP_KEYS = {"format_version", "name", "description", "tasks"}
@@ -66,7 +66,10 @@ def validate_database(root: str | Path, *, progress: bool = False, tasks: list[s
     inside the class list (classification), multilabel values 0/1, mask values below the
     number of classes, box offsets consistent, boxes inside the image with x1 > x0 and y1 > y0,
     box labels valid, NaN/Inf in images, boxes and spacing, spacing positive, splits present,
-    in range, without duplicates or overlap, not empty, covering every sample.
+    in range, without duplicates or overlap, not empty, covering every sample. Tasks of a
+    kind that describes itself (``segmentation3d``: ``tasks/<task>/volumes3d.json``, no
+    ``database.yaml`` entry, which a folder of such tasks only may lack) are checked by their
+    kind (:meth:`~medfoundry.tasks.Kind.validate_stored`).
 
     Args:
         root: database folder.
@@ -82,6 +85,15 @@ def validate_database(root: str | Path, *, progress: bool = False, tasks: list[s
     manifest_path = root / MANIFEST
     if not root.is_dir():
         rep.error(root, "database", "database folder does not exist")
+        return rep.problems
+    from ..tasks import stored_task_kinds
+
+    all_stored = stored_task_kinds(root)
+    stored = {name: kind for name, kind in all_stored.items() if tasks is None or name in tasks}
+    if not manifest_path.is_file() and all_stored:
+        # a folder of self-described tasks only (e.g. `data import volumes3d` into a new folder)
+        for name, kind in stored.items():
+            kind.validate_stored(root, name, rep.error, rep.warn)
         return rep.problems
     if not manifest_path.is_file():
         rep.error(manifest_path, "manifest", f"missing {MANIFEST}")
@@ -130,7 +142,8 @@ def validate_database(root: str | Path, *, progress: bool = False, tasks: list[s
     tasks_dir = root / "tasks"
     if tasks_dir.is_dir():
         for folder in sorted(tasks_dir.iterdir()):
-            if folder.is_dir() and not folder.name.startswith(".") and folder.name not in seen:
+            if (folder.is_dir() and not folder.name.startswith(".") and folder.name not in seen
+                    and folder.name not in all_stored):
                 rep.warn(folder, "tasks", "task folder is not listed in the manifest (ignored by loaders)")
     selected = [s for s in specs if tasks is None or s.name in tasks]
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -139,7 +152,51 @@ def validate_database(root: str | Path, *, progress: bool = False, tasks: list[s
                   disable=not progress, transient=True) as bar:
         for spec in selected:
             _check_task(root, spec, rep, chunk_bytes, bar)
+    for name, kind in stored.items():
+        if name in seen:
+            rep.error(manifest_path, "tasks", f"task {name!r} is both in {MANIFEST} and described by "
+                      f"tasks/{name}/{kind.manifest}; keep one")
+        kind.validate_stored(root, name, rep.error, rep.warn)
     return rep.problems
+
+
+def target_problems(db: Any, task: str) -> list[Problem]:
+    """Targets the head cannot take (e.g. a label outside the class list), one error per split.
+
+    A vectorised min/max through the kind's :meth:`~medfoundry.tasks.Kind.invalid_targets`,
+    cheap enough to run before every training run (unlike :func:`validate_database`).
+
+    Args:
+        db: an open :class:`~medfoundry.data.MultiTaskDatabase`.
+        task: task name.
+    """
+    from ..tasks import get_kind
+
+    spec = db.task(task)
+    found = get_kind(spec.kind).invalid_targets(spec, db, task)
+    if found is None or len(found[2]) == 0:
+        return []
+    field, expected, samples, values = found
+    path = db.task_dir(task) / f"{field}.npy"
+    problems = []
+    for split in SPLITS:
+        hit = np.isin(samples, db.split_indices(task, split))
+        if hit.any():
+            i, v = int(samples[hit][0]), float(values[hit][0])
+            problems.append(Problem(str(path), field, f"task {task!r} split {split!r}: {int(hit.sum())} sample(s) "
+                                    f"outside {expected} ({spec.num_classes} classes), e.g. sample {i} = {v:g}"))
+    return problems
+
+
+def check_targets(db: Any, tasks: Any) -> None:
+    """Raise a one-line :class:`DataError` for the first task whose targets are out of range
+    (see :func:`target_problems`); run before training so no run fails deep inside a loss."""
+    for task in [tasks] if isinstance(tasks, str) else tasks:
+        problems = target_problems(db, task)
+        if problems:
+            p = problems[0]
+            more = f" (and {len(problems) - 1} more split(s))" if len(problems) > 1 else ""
+            raise DataError(p.message + more, path=p.path, field=p.field)
 
 
 # ---------------------------------------------------------------------- per task

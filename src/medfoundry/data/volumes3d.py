@@ -27,7 +27,6 @@ need one image size per task); :func:`list_volume_tasks` finds them.
 
 from __future__ import annotations
 
-import gzip
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -37,10 +36,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import DataError
-from ..utils import atomic_path, atomic_write_json
+from ..io.volumes import write_nifti  # noqa: F401  (moved to io.volumes; old imports keep working)
+from ..utils import atomic_write_json
 
 __all__ = ["KIND", "MANIFEST", "VolumeCase", "VolumeTask", "list_volume_tasks", "VolumeTaskWriter",
-           "validate_volume_task", "write_nifti"]
+           "validate_volume_task", "volume_task_problems"]
 
 KIND = "segmentation3d"
 MANIFEST = "volumes3d.json"
@@ -255,57 +255,45 @@ class VolumeTaskWriter:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def validate_volume_task(db: str | Path, task: str) -> list[str]:
-    """Problems of a stored 3D task (an empty list means valid): index consistent with the
-    array sizes, label values within the classes, affines finite, splits known."""
+def volume_task_problems(db: str | Path, task: str) -> list[tuple[str, str, str]]:
+    """Problems of a stored 3D task as ``(path, field, message)`` (empty: valid): manifest
+    readable, index consistent with the array sizes, label values within the classes,
+    affines finite, splits known, a training case present."""
     try:
         t = VolumeTask.open(db, task)
         images, labels = t._array("images"), t._array("labels")
     except DataError as err:
-        return [str(err)]
-    where = t.root / MANIFEST
-    problems: list[str] = []
+        return [(str(err.path or Path(db) / "tasks" / task), err.field or "manifest", err.message)]
+    except (ValueError, OSError) as err:  # a truncated or foreign .npy
+        return [(str(Path(db) / "tasks" / task), "arrays", f"unreadable array: {err}")]
+    where = str(t.root / MANIFEST)
+    problems: list[tuple[str, str, str]] = []
     expected = 0
     for c in t.cases:
         if c.offset != expected:
-            problems.append(f"{where}: [cases] case {c.name!r} offset {c.offset}, expected {expected}")
+            problems.append((where, "cases", f"case {c.name!r} offset {c.offset}, expected {expected}"))
         expected = c.offset + c.size
         if c.split not in SPLITS:
-            problems.append(f"{where}: [cases] case {c.name!r} split {c.split!r}, expected one of {SPLITS}")
+            problems.append((where, "cases", f"case {c.name!r} split {c.split!r}, expected one of {SPLITS}"))
         if not np.all(np.isfinite(np.asarray(c.affine))) or len(c.affine) != 4:
-            problems.append(f"{where}: [cases] case {c.name!r} affine is not a finite 4x4 matrix")
+            problems.append((where, "cases", f"case {c.name!r} affine is not a finite 4x4 matrix"))
+    if t.cases and not t.split("train"):
+        problems.append((where, "cases", "no case in the 'train' split"))
     if labels.shape != (expected,):
-        problems.append(f"{t.root / 'labels.npy'}: {labels.shape[0]} voxels, the index needs {expected}")
+        problems.append((str(t.root / "labels.npy"), "labels",
+                         f"{labels.shape[0]} voxels, the index needs {expected}"))
     elif labels.size and int(labels.max()) >= t.num_classes:
-        problems.append(f"{t.root / 'labels.npy'}: label value {int(labels.max())} >= {t.num_classes} classes")
+        problems.append((str(t.root / "labels.npy"), "labels",
+                         f"label value {int(labels.max())} >= {t.num_classes} classes"))
     if images.shape != (expected * t.channels,):
-        problems.append(f"{t.root / 'images.npy'}: {images.shape[0]} values, the index needs "
-                        f"{expected} voxels x {t.channels} channels")
+        problems.append((str(t.root / "images.npy"), "images", f"{images.shape[0]} values, the index needs "
+                         f"{expected} voxels x {t.channels} channels"))
     elif images.size and not np.isfinite(np.asarray(images[:: max(1, images.size // 100000)],
                                                     dtype=np.float32)).all():
-        problems.append(f"{t.root / 'images.npy'}: non-finite values")
+        problems.append((str(t.root / "images.npy"), "images", "non-finite values"))
     return problems
 
 
-
-def write_nifti(path: str | Path, array: np.ndarray, affine: np.ndarray, header: Any = None) -> None:
-    """Write a NIfTI-1 volume atomically (voxel axes i, j, k; ``affine`` voxel -> world, mm).
-
-    ``header``: a nibabel header to copy (qform/sform codes of the source scan), else a plain
-    one in mm. ``.nii.gz`` is gzipped without a time stamp, so the same array gives the same
-    bytes.
-    """
-    import nibabel as nib
-
-    path = Path(path)
-    array = np.asarray(array)
-    img = nib.Nifti1Image(array, np.asarray(affine, dtype=np.float64),
-                          header=None if header is None else header.copy())
-    img.set_data_dtype(array.dtype)
-    if header is None:
-        img.header.set_xyzt_units("mm", "sec")
-    data = img.to_bytes()
-    if path.name.endswith(".gz"):
-        data = gzip.compress(data, compresslevel=6, mtime=0)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+def validate_volume_task(db: str | Path, task: str) -> list[str]:
+    """:func:`volume_task_problems` as ``"path: [field] message"`` lines (empty: valid)."""
+    return [f"{path}: [{name}] {message}" for path, name, message in volume_task_problems(db, task)]

@@ -23,8 +23,9 @@ Interval methods (``method=``):
 For metrics that are not means of per-case values (AUROC, balanced accuracy, mAP) each run
 stores metric values on case-resamples drawn from a shared seed (:func:`bootstrap_indices`),
 and :func:`seed_case_ci` combines them over seeds the same two-stage way. Two methods scored
-on the same cases and seeds are compared by :func:`paired_difference` (per-case values) or
-:func:`paired_bootstrap_difference` (stored replicates). Every function takes a ``seed`` and
+on the same cases and seeds are compared by :func:`paired_difference` (per-case values),
+:func:`paired_bootstrap_difference` (stored replicates) or :func:`paired_seed_difference`
+(runs keyed by seed, on the seeds both have). Every function takes a ``seed`` and
 is deterministic.
 """
 
@@ -44,6 +45,7 @@ __all__ = [
     "bootstrap_ci",
     "paired_difference",
     "paired_bootstrap_difference",
+    "paired_seed_difference",
     "PairedDifference",
     "CI_METHODS",
 ]
@@ -373,3 +375,42 @@ def paired_bootstrap_difference(point_a, replicates_a, point_b, replicates_b, le
         return PairedDifference(mean, lo, hi, float("nan"), 0)
     p = min(1.0, 2.0 * min(np.mean(reps <= 0), np.mean(reps >= 0)))
     return PairedDifference(mean, lo, hi, float(p), int(reps.size))
+
+
+def paired_seed_difference(seeds_a, point_a, replicates_a, seeds_b, point_b, replicates_b,
+                           level: float = 0.95, seed: int = 0) -> PairedDifference:
+    """Compare two methods run under (partly) the same seeds, on the seeds both have.
+
+    Each run is one seed's figure on the full test set plus, optionally, its replicates on
+    shared case resamples. With replicates of equal length on both sides this is
+    :func:`paired_bootstrap_difference` (seeds x cases); otherwise the seeds are the only
+    paired units and :func:`paired_difference` runs on the per-seed figures (with 3 seeds its
+    sign-flip p-value cannot fall below 0.25: that is all 3 seeds can say).
+
+    Args:
+        seeds_a: (runs_a,) seed of each run of method A.
+        point_a: (runs_a,) its figure on the full test set.
+        replicates_a: (runs_a, B) its case-bootstrap replicates, or ``None``.
+        seeds_b, point_b, replicates_b: the same for method B.
+        level: coverage of the CI.
+        seed: seed of the resampling.
+
+    Returns:
+        :class:`PairedDifference` of ``a - b``; all NaN with ``n == 0`` when no seed is shared.
+    """
+    sa = [int(x) for x in np.asarray(seeds_a).reshape(-1)]
+    sb = [int(x) for x in np.asarray(seeds_b).reshape(-1)]
+    pa, pb = np.asarray(point_a, dtype=float).reshape(-1), np.asarray(point_b, dtype=float).reshape(-1)
+    if len(sa) != pa.size or len(sb) != pb.size:
+        raise ValueError(f"paired_seed_difference(): {len(sa)} seeds for {pa.size} figures of a, "
+                         f"{len(sb)} for {pb.size} of b; they must match")
+    common = sorted(set(sa) & set(sb))
+    if not common:
+        return PairedDifference(float("nan"), float("nan"), float("nan"), float("nan"), 0)
+    ia, ib = [sa.index(x) for x in common], [sb.index(x) for x in common]
+    ra = None if replicates_a is None else np.asarray(replicates_a, dtype=float)
+    rb = None if replicates_b is None else np.asarray(replicates_b, dtype=float)
+    if (ra is not None and rb is not None and ra.ndim == rb.ndim == 2 and ra.shape[1] == rb.shape[1] > 0
+            and ra.shape[0] == pa.size and rb.shape[0] == pb.size):
+        return paired_bootstrap_difference(pa[ia], ra[ia], pb[ib], rb[ib], level=level, seed=seed)
+    return paired_difference(pa[ia], pb[ib], level=level, seed=seed)

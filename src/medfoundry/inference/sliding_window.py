@@ -60,7 +60,9 @@ class SlidingWindowPredictor:
         self.activation, self.overlap, self.tta = activation, float(overlap), bool(tta)
         self.sw_batch_size, self.device = int(sw_batch_size), torch.device(device)
 
-    def _probabilities(self, batch: torch.Tensor) -> torch.Tensor:
+    def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
+        """Activated model output (B, K, *window) of a batch of windows, with gradients when
+        enabled (test-time adaptation trains through it)."""
         logits = self.model(batch)
         return torch.softmax(logits, 1) if self.activation == "softmax" else torch.sigmoid(logits)
 
@@ -78,7 +80,7 @@ class SlidingWindowPredictor:
         total = None
         for axes in flips:
             xi = torch.flip(x, axes) if axes else x
-            p = sliding_window_inference(xi, self.window, self.sw_batch_size, self._probabilities,
+            p = sliding_window_inference(xi, self.window, self.sw_batch_size, self.probabilities,
                                          overlap=self.overlap, mode="gaussian", sw_device=self.device,
                                          device=torch.device("cpu"))
             p = torch.as_tensor(p)

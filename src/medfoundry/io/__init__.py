@@ -11,6 +11,8 @@ from .volumes import VolumeRead as VolumeRead
 from .volumes import read_nifti as read_nifti
 from .volumes import read_nifti_header as read_nifti_header
 from .volumes import read_volume as read_volume
+from .volumes import write_nifti as write_nifti
 
 __all__ = ["IMAGE_SUFFIXES", "NORMALIZE_MODES", "ImageRead", "file_suffix", "normalize_intensity", "read_image",
-           "VOLUME_SUFFIXES", "VolumeRead", "read_nifti", "read_nifti_header", "read_volume"]
+           "VOLUME_SUFFIXES", "VolumeRead", "read_nifti", "read_nifti_header", "read_volume",
+           "write_nifti"]

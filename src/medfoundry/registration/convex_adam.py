@@ -20,6 +20,7 @@ positions (:func:`resample_grid_field`).
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from dataclasses import dataclass, field
@@ -116,12 +117,21 @@ def discrete_cost(fixed: torch.Tensor, moving: torch.Tensor, grid_spacing: int, 
     moving_blocks = F.pad(moving_blocks.unsqueeze(0), [radius] * (2 * spatial), mode="replicate")[0]
     offsets = torch.stack(torch.meshgrid(*[torch.arange(-radius, radius + 1)] * spatial, indexing="ij"), -1)
     offsets = offsets.reshape(-1, spatial)
+    side = 2 * radius + 1
     cost = torch.empty((offsets.shape[0],) + grid, device=fixed.device, dtype=torch.float32)
-    for index, offset in enumerate(offsets.tolist()):
-        view = [slice(None)] + [slice(radius + o, radius + o + stride * (n - 1) + 1, stride)
-                                for o, n in zip(offset, grid)]
-        diff = fixed_grid - moving_blocks[tuple(view)]
-        cost[index] = diff.pow(2).mean(0)
+    # All candidates along the last axis at once, as a strided view (side, then the grid's last
+    # axis): a Python loop over (2r+1)^(S-1) instead of (2r+1)^S candidates.
+    blocks_strides = moving_blocks.stride()
+    view_size = (fixed_grid.shape[0],) + grid[:-1] + (side, grid[-1])
+    view_strides = ((blocks_strides[0],) + tuple(blocks_strides[1 + a] * stride for a in range(spatial - 1))
+                    + (blocks_strides[spatial], blocks_strides[spatial] * stride))
+    fixed_view = fixed_grid.unsqueeze(-2)
+    outer = itertools.product(range(side), repeat=spatial - 1)
+    for index, start in enumerate(outer):
+        corner = moving_blocks[(slice(None),) + tuple(slice(o, None) for o in start)]
+        candidates = corner.as_strided(view_size, view_strides, corner.storage_offset())
+        block = (fixed_view - candidates).pow_(2).mean(0)  # (*grid[:-1], side, grid[-1])
+        cost[index * side:(index + 1) * side] = block.movedim(-2, 0)
     return cost, offsets.to(device=fixed.device, dtype=torch.float32) * step
 
 

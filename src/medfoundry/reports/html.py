@@ -33,13 +33,14 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError, MedfoundryError
-from ..evaluation.stats import mean_ci, seed_case_ci
+from ..evaluation.directions import higher_is_better
+from ..evaluation.stats import PairedDifference, mean_ci, paired_seed_difference, seed_case_ci
 from ..transfer.config import TransferConfig
 from ..transfer.results import RESULTS_JSON, ResultStore
 from ..utils import atomic_write_text
 from .plots import Curve, efficiency_plot
 
-__all__ = ["build_report", "summarise", "goal_verdicts", "Summary", "Verdict"]
+__all__ = ["build_report", "summarise", "goal_verdicts", "paired_comparisons", "Summary", "Verdict", "Comparison"]
 
 REPORT_NAME = "report.html"
 
@@ -54,6 +55,10 @@ class Point:
     seeds: int
     still_improving: int = 0  # seeds whose best validation came at the last step (budget ran out)
     max_steps: int = 0
+    # Per-run figures, sorted by seed, kept for paired comparisons (replicates None when absent).
+    seed_ids: tuple[int, ...] = field(default=(), repr=False)
+    values: np.ndarray | None = field(default=None, repr=False)
+    replicates: np.ndarray | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -114,6 +119,7 @@ def summarise(records: list[dict[str, Any]], level: float = 0.95) -> dict[str, S
         runs = sorted(runs, key=lambda r: r["seed"])
         point = np.array([np.nan if r.get("primary") is None else r["primary"] for r in runs], dtype=float)
         reps = [r.get("bootstrap") or [] for r in runs]
+        arr = None
         if reps and all(len(x) == len(reps[0]) and len(x) > 0 for x in reps):
             arr = np.array([[np.nan if v is None else v for v in x] for x in reps], dtype=float)
             mean, lo, hi = seed_case_ci(point, arr, level=level)
@@ -121,7 +127,8 @@ def summarise(records: list[dict[str, Any]], level: float = 0.95) -> dict[str, S
             mean, lo, hi = mean_ci(point, level=level) if np.isfinite(point).any() else (np.nan,) * 3
         improving = sum(1 for r in runs if r.get("steps") and r.get("best_step") == r.get("steps"))
         steps = max((int(r.get("steps") or 0) for r in runs), default=0)
-        out[task].curves.setdefault((enc, mode), {})[frac] = Point(mean, lo, hi, len(runs), improving, steps)
+        out[task].curves.setdefault((enc, mode), {})[frac] = Point(
+            mean, lo, hi, len(runs), improving, steps, tuple(int(r["seed"]) for r in runs), point, arr)
     return out
 
 
@@ -193,6 +200,78 @@ def goal_verdicts(summaries: dict[str, Summary], config: TransferConfig | None =
             out.append(Verdict(goal, task, enc, "MET" if met else "NOT MET",
                                f"{what}: {s.metric} {_fmt(p.mean)} ({ci}) vs. needed {need}; {tail}{note}"))
     return out
+
+
+@dataclass
+class Comparison:
+    """Paired difference ``encoder - baseline`` at one mode and fraction, on their common seeds."""
+
+    task: str
+    encoder: str
+    baseline: str
+    mode: str
+    fraction: float
+    result: PairedDifference
+    verdict: str  # "better" | "worse" | "no clear difference" (the CI holds 0) | "not comparable"
+
+
+def _baselines(s: Summary, encoder: str) -> list[str]:
+    """Random-init for every pretrained encoder; also every single-task one for a multi-task one."""
+    kind = s.encoder_kind.get(encoder)
+    if kind == "random":
+        return []
+    out = [e for e, k in sorted(s.encoder_kind.items()) if k == "random"]
+    if kind == "multi-task":
+        out += [e for e, k in sorted(s.encoder_kind.items()) if k == "single-task"]
+    return out
+
+
+def paired_comparisons(s: Summary, level: float = 0.95) -> list[Comparison]:
+    """Each pretrained encoder against random init, and each multi-task against each single-task one.
+
+    Pairs are formed at the same mode and fraction, on the seeds both curves have; with stored
+    case replicates the CI covers seeds x test cases (the replicates share their case resamples),
+    else only the seeds (:func:`medfoundry.evaluation.stats.paired_seed_difference`). The
+    verdict follows the metric's direction and needs the CI of the difference to exclude 0.
+    """
+    higher = higher_is_better(s.metric)
+    out = []
+    for (enc, mode), pts in sorted(s.curves.items()):
+        for base in _baselines(s, enc):
+            other = s.curves.get((base, mode), {})
+            for frac, p in sorted(pts.items()):
+                q = next((v for f, v in other.items() if _close(f, frac)), None)
+                if q is None:
+                    continue
+                res = paired_seed_difference(p.seed_ids, p.values, p.replicates, q.seed_ids, q.values,
+                                             q.replicates, level=level)
+                if res.n == 0 or not math.isfinite(res.difference):
+                    verdict = "not comparable"
+                elif res.low > 0 or res.high < 0:
+                    verdict = "better" if (res.low > 0) == higher else "worse"
+                else:
+                    verdict = "no clear difference"
+                out.append(Comparison(s.task, enc, base, mode, frac, res, verdict))
+    return out
+
+
+def _comparison_table(s: Summary) -> str:
+    rows = paired_comparisons(s)
+    if not rows:
+        return ""
+    e = html.escape
+    body = "".join(
+        f"<tr><td class='l'>{e(c.encoder)}</td><td class='l'>{e(c.baseline)}</td><td class='l'>{e(c.mode)}</td>"
+        f"<td>{100 * c.fraction:g} %</td><td>{_fmt(c.result.difference)} [{_fmt(c.result.low)}, "
+        f"{_fmt(c.result.high)}]</td><td>{_fmt(c.result.p_value)}</td>"
+        f"<td class='l {_status_class({'better': 'MET', 'worse': 'NOT MET'}.get(c.verdict, ''))}'>{e(c.verdict)}</td></tr>"
+        for c in rows)
+    return ("<h3>Paired comparisons</h3><p class='small'>&Delta; = encoder - baseline on the seeds both ran "
+            "(and the same bootstrap resamples of the test cases), 95 % CI and two-sided p-value; "
+            "&quot;better&quot; or &quot;worse&quot; only when the CI excludes 0 (the metric's direction "
+            "taken into account).</p><table><tr><th class='l'>encoder</th><th class='l'>baseline</th>"
+            f"<th class='l'>mode</th><th>fraction</th><th>&Delta; [95 % CI]</th><th>p</th>"
+            f"<th class='l'>verdict</th></tr>{body}</table>")
 
 
 _CSS = """
@@ -298,7 +377,8 @@ def _task_section(s: Summary, png: bytes) -> str:
             f"random-init baseline at 100 %: <b>{e(ref_txt)}</b></p>"
             f"<img alt='data-efficiency plot of {e(s.task)}' src='data:image/png;base64,{img}'>"
             f"<table><tr><th class='l'>encoder</th><th class='l'>kind</th><th class='l'>mode</th>{head}"
-            f"<th>smallest fraction reaching random-init 100 %</th></tr>{''.join(rows)}</table>")
+            f"<th>smallest fraction reaching random-init 100 %</th></tr>{''.join(rows)}</table>"
+            f"{_comparison_table(s)}")
 
 
 def build_report(folder: str | Path, title: str | None = None) -> Path:

@@ -166,12 +166,12 @@ class TestTimeAdapter:
 
     def _loss(self, batch: torch.Tensor) -> torch.Tensor:
         act = self.window.activation
-        p = self.window._probabilities(batch)
+        p = self.window.probabilities(batch)
         if self.config.method == "entropy":
             return _entropy(p, act).mean()
         # ETTA: consensus of the window and its flip over the spatial axes, on confident voxels only
         axes = tuple(range(2, batch.ndim))
-        q = torch.flip(self.window._probabilities(torch.flip(batch, axes)), axes)
+        q = torch.flip(self.window.probabilities(torch.flip(batch, axes)), axes)
         h = _entropy((p + q) / 2, act)
         keep = (h < self.config.threshold).float()
         return (h * keep).sum() / keep.sum().clamp_min(1.0)

@@ -238,7 +238,7 @@ def make_shift_volumes(images: str | Path, out: str | Path, corruptions: Sequenc
     import nibabel as nib
 
     from ..data.adapters.nnunet_folder import check_case_grids, find_nnunet_cases, read_case_image
-    from ..data.volumes3d import write_nifti
+    from ..io.volumes import write_nifti
 
     corruptions = [parse_corruptions(c, "corruptions")[0] for c in corruptions]
     severities = [parse_severities(str(s), "severities")[0] for s in severities]

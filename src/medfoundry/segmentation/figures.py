@@ -15,7 +15,7 @@ import numpy as np
 
 from ..utils import atomic_path
 
-__all__ = ["best_slice", "overlay_figure", "mid_slice_sheet", "LABEL_COLOURS"]
+__all__ = ["best_slice", "draw_overlay", "overlay_figure", "mid_slice_sheet", "LABEL_COLOURS"]
 
 LABEL_COLOURS = np.array([[0, 0, 0, 0], [230, 25, 75, 150], [60, 180, 75, 150], [255, 225, 25, 170],
                           [0, 130, 200, 150], [245, 130, 48, 150], [145, 30, 180, 150]], dtype=np.float32) / 255.0
@@ -36,6 +36,16 @@ def _screen(a: np.ndarray) -> np.ndarray:
     return np.flipud(np.swapaxes(a, 0, 1))
 
 
+def draw_overlay(ax, title: str, image: np.ndarray, label: np.ndarray | None) -> None:
+    """One panel on a matplotlib axis: a slice (X, Y) in grey (1-99 % window) with its label
+    slice overlaid in :data:`LABEL_COLOURS`."""
+    lo, hi = np.percentile(image, [1, 99]) if image.size else (0, 1)
+    ax.imshow(_screen(image), cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, interpolation="nearest")
+    if label is not None:
+        ax.imshow(_screen(_rgba(label)), interpolation="nearest")
+    ax.set_title(title, fontsize=8)
+
+
 def overlay_figure(panels: Sequence[tuple[str, np.ndarray, np.ndarray | None]], columns: int = 3,
                    path: str | Path | None = None) -> bytes:
     """Draw ``(title, slice (X, Y), label slice or None)`` panels in a grid; returns the PNG
@@ -50,11 +60,7 @@ def overlay_figure(panels: Sequence[tuple[str, np.ndarray, np.ndarray | None]], 
     for ax in axes.ravel():
         ax.axis("off")
     for ax, (title, image, label) in zip(axes.ravel(), panels):
-        lo, hi = np.percentile(image, [1, 99]) if image.size else (0, 1)
-        ax.imshow(_screen(image), cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, interpolation="nearest")
-        if label is not None:
-            ax.imshow(_screen(_rgba(label)), interpolation="nearest")
-        ax.set_title(title, fontsize=8)
+        draw_overlay(ax, title, image, label)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)

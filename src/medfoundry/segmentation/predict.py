@@ -144,7 +144,7 @@ def predict_folder(run: str | Path | Sequence[str | Path], images: str | Path, o
     import nibabel as nib
 
     from ..data.adapters.nnunet_folder import check_case_grids, find_nnunet_cases, read_case_image, read_case_label
-    from ..data.volumes3d import write_nifti
+    from ..io.volumes import write_nifti
     from ..errors import ConfigError
     from ..robustness.ensemble import ENSEMBLES, majority_vote, mean_probabilities, staple
     from .regions import labels_to_region_masks

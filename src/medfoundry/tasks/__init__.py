@@ -23,7 +23,7 @@ Its name is then a valid ``kind`` in ``database.yaml``, and ``DatabaseWriter``,
 Example:
     >>> from medfoundry.tasks import get_kind, list_kinds
     >>> list_kinds()
-    ['classification', 'detection', 'multilabel', 'segmentation']
+    ['classification', 'detection', 'multilabel', 'segmentation', 'segmentation3d']
     >>> get_kind("segmentation").primary_metric
     'dice'
 """
@@ -37,7 +37,7 @@ from ..utils import look_up_option
 from .base import Kind, KindWriter, ValidationContext
 
 __all__ = ["Kind", "KindWriter", "ValidationContext", "register_kind", "unregister_kind", "get_kind",
-           "list_kinds"]
+           "list_kinds", "stored_task_kinds"]
 
 _KINDS: dict[str, Kind] = {}
 _BUILTINS_LOADED = False
@@ -73,7 +73,7 @@ def _ensure_builtins() -> None:
     if not _BUILTINS_LOADED:
         _BUILTINS_LOADED = True
         # the built-in kinds register themselves on import
-        from . import classification, detection, multilabel, segmentation  # noqa: F401
+        from . import classification, detection, multilabel, segmentation, segmentation3d  # noqa: F401
 
 
 def get_kind(name: object) -> Kind:
@@ -85,6 +85,16 @@ def get_kind(name: object) -> Kind:
     _ensure_builtins()
     key = str(getattr(name, "value", name))
     return _KINDS[look_up_option(key, _KINDS, what="task kind")]
+
+
+def stored_task_kinds(root: object) -> dict[str, Kind]:
+    """Self-described tasks of database folder ``root`` (kinds with a ``manifest``, whose
+    tasks are not ``database.yaml`` entries): task name -> kind, sorted by name."""
+    _ensure_builtins()
+    from pathlib import Path
+
+    found = {task: kind for kind in _KINDS.values() for task in kind.stored_tasks(Path(str(root)))}
+    return dict(sorted(found.items()))
 
 
 def list_kinds(pattern: str = "*") -> list[str]:

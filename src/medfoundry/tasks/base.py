@@ -94,10 +94,17 @@ class Kind:
             for dense kinds that train the decoder and head on multi-scale features.
         head: the :class:`~medfoundry.models.heads.Head` subclass (its ``loss`` and
             ``decode`` are the kind's loss and decoding).
+        manifest: empty for kinds stored as ``database.yaml`` tasks of one ``image_size``;
+            for a kind whose samples differ in shape (ragged storage), the file that
+            describes one task inside its own folder. Such tasks are not ``database.yaml``
+            entries: ``data validate`` and ``data inspect`` find them with
+            :meth:`stored_tasks` and ask :meth:`validate_stored`, :meth:`summarize_stored`
+            and :meth:`draw_stored`.
     """
 
     name: ClassVar[str] = ""
     arrays: ClassVar[tuple[str, ...]] = ()
+    manifest: ClassVar[str] = ""
     min_classes: ClassVar[int] = 1
     primary_metric: ClassVar[str] = ""
     pooled: ClassVar[bool] = True
@@ -114,6 +121,16 @@ class Kind:
 
     def validate(self, spec: "TaskSpec", ctx: ValidationContext) -> None:
         """Check the kind's arrays of one task folder, reporting through ``ctx``."""
+
+    def invalid_targets(self, spec: "TaskSpec", db: "MultiTaskDatabase", task: str
+                        ) -> tuple[str, str, np.ndarray, np.ndarray] | None:
+        """Cheap range check run before any training (vectorised min/max, no full validation).
+
+        Returns ``(array name, expected range, sample indices, one offending value each)`` for
+        the samples whose stored target the head cannot take, or ``None`` when the kind has no
+        such check. ``medfoundry.data.validate.check_targets`` turns it into one-line errors.
+        """
+        return None
 
     def strata(self, db: "MultiTaskDatabase", task: str) -> np.ndarray:
         """One integer per sample for stratified fractions (default: one stratum)."""
@@ -146,6 +163,27 @@ class Kind:
     def legend(self, spec: "TaskSpec", palette: Sequence[Any]) -> list[Any]:
         """Legend handles for the inspect figure (default none)."""
         return []
+
+    # ------------------------------------------- self-described (ragged) tasks
+    def stored_tasks(self, root: Path) -> list[str]:
+        """Names of the tasks of this kind under ``root/tasks`` found by :attr:`manifest`."""
+        if not self.manifest:
+            return []
+        return sorted(p.parent.name for p in (Path(root) / "tasks").glob(f"*/{self.manifest}"))
+
+    def validate_stored(self, root: Path, task: str, error: Callable, warn: Callable) -> None:
+        """Check a self-described task, reporting ``(path, field, message)`` through ``error``/``warn``."""
+        raise NotImplementedError(f"kind {self.name!r} stores no self-described tasks")
+
+    def summarize_stored(self, root: Path, task: str) -> dict[str, Any]:
+        """The ``data inspect`` summary of a self-described task (the keys of
+        :func:`medfoundry.data.inspect.summarize_task`; ``image_size`` is the largest shape and
+        ``image_size_min`` the smallest)."""
+        raise NotImplementedError(f"kind {self.name!r} stores no self-described tasks")
+
+    def draw_stored(self, axes: Sequence[Any], root: Path, task: str, seed: int) -> None:
+        """Draw up to ``len(axes)`` samples of a self-described task (seeded choice), one per axis."""
+        raise NotImplementedError(f"kind {self.name!r} stores no self-described tasks")
 
     # ------------------------------------------------------------------- model
     def create_head(self, spec: "TaskSpec", encoder_channels: Sequence[int] | int, decoder_channels: int,

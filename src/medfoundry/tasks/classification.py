@@ -85,6 +85,11 @@ class ClassificationKind(Kind):
                 ctx.warn(ctx.folder / "labels.npy", "labels",
                          f"class(es) {absent} have no sample in the train split (never learned)")
 
+    def invalid_targets(self, spec: Any, db: Any, task: str) -> tuple[str, str, np.ndarray, np.ndarray]:
+        labels = np.asarray(db.array(task, "labels"))
+        bad = np.flatnonzero((labels < 0) | (labels >= spec.num_classes))
+        return "labels", f"0..{spec.num_classes - 1}", bad, labels[bad].astype(np.int64)
+
     def strata(self, db: Any, task: str) -> np.ndarray:
         return np.asarray(db.array(task, "labels"), dtype=np.int64)
 
@@ -94,11 +99,17 @@ class ClassificationKind(Kind):
     def summary(self, db: Any, task: str) -> dict[str, Any]:
         spec = db.task(task)
         k = spec.num_classes
-        counts = np.bincount(np.asarray(db.array(task, "labels"), dtype=np.int64).clip(0, k - 1), minlength=k)
-        return {"counts": {c: int(v) for c, v in zip(spec.classes, counts)}}
+        labels = np.asarray(db.array(task, "labels"), dtype=np.int64)
+        valid = (labels >= 0) & (labels < k)  # an invalid label is reported, never counted as a class
+        counts = np.bincount(labels[valid], minlength=k)
+        out: dict[str, Any] = {"counts": {c: int(v) for c, v in zip(spec.classes, counts)}}
+        if not valid.all():
+            out["invalid"] = int((~valid).sum())
+        return out
 
     def summary_text(self, balance: dict[str, Any], limit: int = 12) -> str:
-        return format_items(balance["counts"], str, limit)
+        text = format_items(balance["counts"], str, limit)
+        return text + (f"; INVALID: {balance['invalid']}" if balance.get("invalid") else "")
 
     def draw(self, ax: Any, spec: Any, target: Any, palette: Sequence[Any]) -> str:
         return str(spec.classes[int(target)] if 0 <= int(target) < spec.num_classes else target)

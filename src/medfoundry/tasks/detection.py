@@ -144,11 +144,20 @@ class DetectionKind(Kind):
         return [{"boxes": torch.from_numpy(np.asarray(t["boxes"])).float(),
                  "labels": torch.from_numpy(np.asarray(t["labels"])).long()} for t in targets]
 
+    def invalid_targets(self, spec: Any, db: Any, task: str) -> tuple[str, str, np.ndarray, np.ndarray]:
+        labels = np.asarray(db.array(task, "box_labels"), dtype=np.int64)
+        offsets = np.asarray(db.array(task, "box_offsets"), dtype=np.int64)
+        boxes = np.flatnonzero((labels < 0) | (labels >= spec.num_classes))
+        owner = np.searchsorted(offsets, boxes, side="right") - 1  # box j belongs to sample i
+        samples, first = np.unique(owner, return_index=True)
+        return "box_labels", f"0..{spec.num_classes - 1}", samples, labels[boxes[first]]
+
     def summary(self, db: Any, task: str) -> dict[str, Any]:
         spec = db.task(task)
         k = spec.num_classes
         counts = np.diff(np.asarray(db.array(task, "box_offsets"), dtype=np.int64))
-        labels = np.asarray(db.array(task, "box_labels"), dtype=np.int64).clip(0, k - 1)
+        labels = np.asarray(db.array(task, "box_labels"), dtype=np.int64)
+        labels = labels[(labels >= 0) & (labels < k)]  # invalid labels are reported, never counted as a class
         per_class = np.bincount(labels, minlength=k) if len(labels) else np.zeros(k, np.int64)
         return {"num_boxes": int(counts.sum()),
                 "boxes_per_image_mean": float(counts.mean()) if len(counts) else 0.0,

@@ -62,6 +62,12 @@ class MultilabelKind(Kind):
             if absent:
                 ctx.warn(path, "labels", f"label(s) {absent} are never positive in the train split (never learned)")
 
+    def invalid_targets(self, spec: Any, db: Any, task: str) -> tuple[str, str, np.ndarray, np.ndarray]:
+        labels = np.asarray(db.array(task, "labels")).reshape(len(db.array(task, "labels")), -1)
+        off = ~np.isin(labels, (0, 1))
+        bad = np.flatnonzero(off.any(axis=1))
+        return "labels", "0/1", bad, labels[bad, off[bad].argmax(axis=1)] if len(bad) else labels[:0, 0]
+
     def strata(self, db: Any, task: str) -> np.ndarray:
         return multilabel_strata(np.asarray(db.array(task, "labels")))
 

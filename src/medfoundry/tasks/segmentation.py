@@ -118,6 +118,17 @@ class SegmentationKind(Kind):
             ctx.error(path, "masks", f"{len(bad)} mask(s) hold values outside 0..{spec.num_classes - 1} "
                       f"({spec.num_classes} classes), e.g. sample {bad[0][0]} has value {bad[0][1]}")
 
+    def invalid_targets(self, spec: Any, db: Any, task: str) -> tuple[str, str, np.ndarray, np.ndarray]:
+        masks = db.array(task, "masks")
+        n, k = len(masks), spec.num_classes
+        step = max(1, _CHUNK_BYTES // max(1, int(np.prod(masks.shape[1:])) * masks.itemsize))
+        lo, hi = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+        for a in range(0, n, step):  # chunks keep memory flat on databases larger than RAM
+            block = np.asarray(masks[a:a + step]).reshape(min(step, n - a), -1)
+            lo[a:a + step], hi[a:a + step] = block.min(axis=1), block.max(axis=1)
+        bad = np.flatnonzero((lo < 0) | (hi >= k))
+        return "masks", f"0..{k - 1}", bad, np.where(lo[bad] < 0, lo[bad], hi[bad])
+
     def strata(self, db: Any, task: str) -> np.ndarray:
         masks = db.array(task, "masks")
         out = np.empty(len(masks), dtype=np.int64)

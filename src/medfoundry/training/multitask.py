@@ -327,6 +327,7 @@ class MultiTaskTrainer:
         # Lines past the round we start from were written by an interrupted attempt: dropped.
         logger = RunLogger(self.run_dir if main else None, tensorboard=cfg.tensorboard, resume_round=self.round)
         progress = _progress(cfg.progress and main)
+        lines = PlainProgress("pretraining rounds", cfg.rounds, cfg.progress and main)
         try:
             with progress:
                 bar = progress.add_task("pretraining", total=cfg.rounds, completed=self.round, info="")
@@ -339,8 +340,9 @@ class MultiTaskTrainer:
                                     "losses": stats["losses"], "grad_norm": stats["grad_norm"],
                                     "seconds": seconds, "images": stats["images"]})
                     mean_loss = float(np.mean(list(stats["losses"].values())))
-                    progress.update(bar, advance=1, info=f"loss {mean_loss:.3f}  lr {stats['lr']:.2e}  "
-                                                         f"{stats['images'] / seconds:.0f} img/s")
+                    info = f"loss {mean_loss:.3f}  lr {stats['lr']:.2e}  {stats['images'] / seconds:.0f} img/s"
+                    progress.update(bar, advance=1, info=info)
+                    lines.update(self.round, info)
                     if cfg.eval_every and self.round % cfg.eval_every == 0 and self.round < cfg.rounds:
                         if main:
                             logger.log({"kind": "eval", "round": self.round, "split": "val",
@@ -361,6 +363,37 @@ class MultiTaskTrainer:
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
+
+
+class PlainProgress:
+    """Plain progress lines for logs and pipes, where a rich bar shows nothing until it ends.
+
+    Active only when ``enabled`` and stdout is not a terminal; then :meth:`update` prints
+    ``"<label>: done/total ..."`` at its first call, every ``max(1, total // lines)`` items and
+    at the last, so a long stage prints about ``lines`` lines, flushed at once.
+
+    Args:
+        label: stage name at the start of each line.
+        total: items in the stage.
+        enabled: the caller's progress setting.
+        lines: about how many lines a whole stage prints.
+    """
+
+    def __init__(self, label: str, total: int, enabled: bool = True, lines: int = 20):
+        import sys
+
+        self.label, self.total, self.calls = label, int(total), 0
+        self.every = max(1, self.total // max(1, lines))
+        self.active = bool(enabled) and not sys.stdout.isatty()
+        self.t0 = time.perf_counter()
+
+    def update(self, done: int, info: str = "") -> None:
+        """Report that ``done`` of ``total`` items are finished."""
+        self.calls += 1
+        if not self.active or not (self.calls == 1 or done % self.every == 0 or done >= self.total):
+            return
+        elapsed = time.perf_counter() - self.t0
+        print(f"{self.label}: {done}/{self.total} ({elapsed:.0f} s){'  ' + info if info else ''}", flush=True)
 
 
 def _progress(enabled: bool):

@@ -9,6 +9,7 @@ from torch import nn
 
 from ..data.database import MultiTaskDatabase
 from ..data.tasks import TaskSpec
+from ..data.validate import check_targets
 from ..errors import ConfigError
 from ..utils import atomic_write_json, resolve_device, seed_everything
 from .checkpoint import latest_checkpoint
@@ -74,6 +75,7 @@ def pretrain(config: PretrainConfig, model_factory: ModelFactory | None = None) 
         config = _resume_config(config, out, db)
     else:
         config = config.replace(tasks=resolve_tasks(db, config.tasks))
+    check_targets(db, config.tasks or [])  # before any file is written or any round is trained
     device = resolve_device(config.device)
     import torch.distributed
 

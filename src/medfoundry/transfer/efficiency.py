@@ -3,8 +3,9 @@
 For each downstream task the sweep trains on nested, stratified subsets of the train split
 (``MultiTaskDatabase.fraction_indices``), early-stops on the validation split and scores the
 best weights on the **test split only**. Results go to ``OUT/results.{json,csv}`` after every
-run (see :mod:`.results`), with ``OUT/config.json`` and ``OUT/versions.json`` beside them; a
-rerun with the same ``OUT`` skips the runs already done.
+run (see :mod:`.results`), with ``OUT/config.json`` and ``OUT/versions.json`` beside them
+(written once the first run succeeds, so a sweep that fails at once leaves a new ``OUT``
+as it found it); a rerun with the same ``OUT`` skips the runs already done.
 
 Example:
     >>> from medfoundry.transfer import run_sweep
@@ -24,11 +25,14 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+from rich.console import Console
 
 from .. import __version__
 from ..data.database import MultiTaskDatabase
+from ..data.validate import check_targets
 from ..errors import ConfigError, MedfoundryError
 from ..evaluation.tasks import chance_level, primary_bootstrap, primary_metric, task_metrics
+from ..training.multitask import PlainProgress
 from ..utils import atomic_write_json, resolve_device
 from .config import TransferConfig
 from .sources import EncoderSource, build_model, parse_encoder, prepare_encoder
@@ -37,7 +41,7 @@ from .loop import TaskData
 from .probe import FeatureCache, extract_features, run_frozen
 from .results import ResultStore, run_id
 
-__all__ = ["run_sweep", "run_transfer", "plan_runs", "software_versions", "BOOTSTRAP_SEED"]
+__all__ = ["run_sweep", "run_transfer", "plan_runs", "reference_only_tasks", "software_versions", "BOOTSTRAP_SEED"]
 
 # One fixed seed for the test-case resamples, so replicate b is the same resample in every run
 # of a task (what the seed x case bootstrap of the report needs).
@@ -67,27 +71,43 @@ def plan_runs(tasks: Sequence[str], sources: Sequence[EncoderSource], cfg: Trans
               ) -> list[tuple[str, EncoderSource, str, int, float]]:
     """Every ``(task, source, mode, seed, fraction)`` of a sweep, in execution order.
 
-    With ``random_finetune``, random-init encoders always run in ``finetune`` mode (the
-    baseline every goal compares with) besides the requested modes. With
-    ``cfg.goal_fractions`` a task whose role (``roles[task]``) has a goal also runs that
-    goal's fraction (and 100 %, the reference).
+    With ``cfg.goal_fractions`` a task whose role (``roles[task]``) has a goal also runs that
+    goal's fraction (and 100 %). Every goal is judged against the reference, random init
+    fine-tuned on 100 %: when ``finetune`` is not among the requested modes and
+    ``random_finetune`` is set, random-init encoders run that one reference (100 %, every
+    seed) on the tasks with a goal, and nothing else fine-tuned (:func:`reference_only_tasks`
+    names those tasks, so the caller can say so).
     """
     plan = []
+    reference_tasks = set(reference_only_tasks(tasks, cfg, roles)) if random_finetune else set()
     for task in tasks:
         fractions = set(cfg.fractions)
-        role = (roles or {}).get(task)
-        goal = cfg.goal_fraction(role)  # where the report judges its goals (TransferConfig.goal_*)
-        if cfg.goal_fractions and goal is not None:
+        goal = _goal(task, cfg, roles)
+        if goal is not None:
             fractions |= {goal, 1.0}
         for src in sources:
-            modes = list(cfg.modes)
-            if random_finetune and src.kind == "random" and "finetune" not in modes:
-                modes.append("finetune")
-            for mode in modes:
+            runs = [(mode, sorted(fractions)) for mode in cfg.modes]
+            if src.kind == "random" and task in reference_tasks:
+                runs.append(("finetune", [1.0]))
+            for mode, mode_fractions in runs:
                 for seed in range(cfg.seeds):
-                    for fraction in sorted(fractions):
+                    for fraction in mode_fractions:
                         plan.append((task, src, mode, seed, fraction))
     return plan
+
+
+def _goal(task: str, cfg: TransferConfig, roles: dict[str, str | None] | None) -> float | None:
+    """The fraction the report judges a goal at on ``task`` (``None``: no goal is judged there)."""
+    return cfg.goal_fraction((roles or {}).get(task)) if cfg.goal_fractions else None
+
+
+def reference_only_tasks(tasks: Sequence[str], cfg: TransferConfig,
+                         roles: dict[str, str | None] | None = None) -> list[str]:
+    """Tasks on which a sweep without ``finetune`` mode still fine-tunes random init on 100 %
+    of the data, because a goal of the report is judged against that reference."""
+    if "finetune" in cfg.modes:
+        return []
+    return [t for t in tasks if _goal(t, cfg, roles) is not None]
 
 
 def _progress(enabled: bool):
@@ -130,6 +150,7 @@ def run_sweep(database: str | Path, encoders: Sequence[str], out: str | Path, ta
     tasks = list(dict.fromkeys(tasks))
     for t in tasks:
         db.task(t)  # unknown names fail here, with close matches
+    check_targets(db, tasks)  # an out-of-range label would otherwise fail deep inside the loss
     if not encoders and not baseline:
         raise ConfigError("transfer: give at least one --encoder")
     sources = [parse_encoder(e, cfg) for e in encoders]
@@ -140,16 +161,45 @@ def run_sweep(database: str | Path, encoders: Sequence[str], out: str | Path, ta
     if dup:
         raise ConfigError(f"transfer: encoder labels {dup} are used twice; name them with LABEL=PATH")
     out = Path(out)
+    new_folder = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     store = ResultStore(out)
-    _write_config(out, database, tasks, sources, cfg, store)
-    atomic_write_json(out / "versions.json", software_versions(device))
     roles = {t: db.task(t).extra.get("role") for t in tasks}
+    reference_tasks = reference_only_tasks(tasks, cfg, roles) if baseline else []
+    config_doc = _config_doc(out, database, tasks, sources, cfg, store, reference_tasks)
+    if reference_tasks:
+        Console(stderr=True).print(
+            f"transfer: frozen mode only, but random init is also fine-tuned on 100 % of {', '.join(reference_tasks)}: "
+            "the report's goals are judged against that reference (--no-goal-fractions skips it and the goals)",
+            highlight=False, soft_wrap=True)
     plan = plan_runs(tasks, sources, cfg, random_finetune=baseline, roles=roles)
+    try:
+        _sweep(db, database, plan, out, cfg, device, store, feature_cache, fail_fast, on_run,
+               lambda: (atomic_write_json(out / "config.json", config_doc),
+                        atomic_write_json(out / "versions.json", software_versions(device))))
+    except BaseException:
+        if new_folder and not store.done():  # nothing succeeded in a folder this call created: leave no trace
+            for name in ("config.json", "versions.json"):
+                (out / name).unlink(missing_ok=True)
+            if not any(out.iterdir()):
+                out.rmdir()
+        raise
+    return store
+
+
+def _sweep(db: MultiTaskDatabase, database: str | Path, plan: list, out: Path,
+           cfg: TransferConfig, device: torch.device, store: ResultStore, feature_cache: FeatureCache | None,
+           fail_fast: bool, on_run: Callable[[dict[str, Any]], None] | None, write_meta: Callable[[], Any]) -> None:
+    """Run the plan; ``write_meta`` writes config.json and versions.json once a run has succeeded."""
     done = store.done()
+    if done:
+        write_meta()  # a resumed folder already has results: refresh its metadata now
+    meta_written = bool(done)
     cache = feature_cache if feature_cache is not None else FeatureCache()
     prepared: dict[str, EncoderSource] = {}
+    lines = PlainProgress("transfer runs", len(plan), cfg.progress)
+    finished = 0
     with _progress(cfg.progress) as bar:
         job = bar.add_task("", total=len(plan))
         current_task, data = None, None
@@ -157,6 +207,7 @@ def run_sweep(database: str | Path, encoders: Sequence[str], out: str | Path, ta
             rid = run_id(task, src.label, mode, fraction, seed)
             if rid in done:
                 bar.advance(job)
+                finished += 1
                 continue
             if task != current_task:
                 cache.drop(lambda k, t=current_task: k[-1] == t)
@@ -175,18 +226,27 @@ def run_sweep(database: str | Path, encoders: Sequence[str], out: str | Path, ta
                 record = {"run_id": rid, "status": "failed", "task": task, "encoder": src.label, "mode": mode,
                           "fraction": fraction, "seed": seed, "error": f"{type(err).__name__}: {err}"}
             store.add(record)
+            if not meta_written and record.get("status") == "ok":
+                write_meta()
+                meta_written = True
             if on_run is not None:
                 on_run(record)
             bar.advance(job)
-    return store
+            finished += 1
+            lines.update(finished, f"{rid} {record['status']}")
 
 
-def _write_config(out: Path, database: str | Path, tasks: Sequence[str], sources: Sequence[EncoderSource],
-                  cfg: TransferConfig, store: ResultStore) -> None:
+def _config_doc(out: Path, database: str | Path, tasks: Sequence[str], sources: Sequence[EncoderSource],
+                cfg: TransferConfig, store: ResultStore, reference_tasks: Sequence[str] = ()) -> dict[str, Any]:
+    """The content of ``out/config.json``, merged with an earlier sweep's (raises on a clash)."""
     path = out / "config.json"
     doc = {"database": str(database), "tasks": list(tasks),
            "encoders": [{"label": s.label, "kind": s.kind, "spec": s.spec} for s in sources],
            "transfer": cfg.to_dict()}
+    if reference_tasks:
+        doc["reference_only"] = {"tasks": list(reference_tasks), "why": (
+            "modes exclude finetune, but the goals are judged against random init fine-tuned on 100 %, "
+            "so only that reference was fine-tuned")}
     if path.is_file() and len(store):
         try:
             old = json.loads(path.read_text(encoding="utf-8"))
@@ -209,7 +269,7 @@ def _write_config(out: Path, database: str | Path, tasks: Sequence[str], sources
                                       f"the earlier sweep, now {e['spec']!r}; use another label (LABEL=...)")
             known.update({e["label"]: e for e in doc["encoders"]})
             doc["encoders"] = list(known.values())
-    atomic_write_json(path, doc)
+    return doc
 
 
 def _one_run(db: MultiTaskDatabase, data: TaskData, src: EncoderSource, mode: str, seed: int, fraction: float,

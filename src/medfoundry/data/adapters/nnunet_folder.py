@@ -216,7 +216,9 @@ def import_volumes3d(images: str | Path, labels: str | Path, db: str | Path, tas
                      modality: str = "tomographic", classes: Sequence[str] | None = None,
                      spacing: Sequence[float] | None = None, intensity: str = "zscore",
                      val_fraction: float = 0.2, seed: int = 0, description: str = "",
-                     progress: Callable[[int, int], Any] | None = None) -> VolumeTask:
+                     progress: Callable[[int, int], Any] | None = None,
+                     test_images: str | Path | None = None, test_labels: str | Path | None = None,
+                     source: str | None = None) -> VolumeTask:
     """Store an nnU-Net-style folder as a 3D segmentation task of database ``db``.
 
     Args:
@@ -234,6 +236,9 @@ def import_volumes3d(images: str | Path, labels: str | Path, db: str | Path, tas
         seed: seed of the split.
         description: one line for tables.
         progress: called as ``progress(done, total)`` after each case is written.
+        test_images, test_labels: an optional second folder pair (nnU-Net ``imagesTs`` /
+            ``labelsTs``) stored as the ``test`` split (held-out cases), checked as strictly.
+        source: provenance recorded in ``volumes3d.json`` (default: the absolute image folder).
 
     Returns:
         The stored :class:`~medfoundry.data.volumes3d.VolumeTask`.
@@ -250,6 +255,15 @@ def import_volumes3d(images: str | Path, labels: str | Path, db: str | Path, tas
     if not 0.0 <= val_fraction < 1.0:
         raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}", field="val_fraction")
     cases = find_nnunet_cases(images, labels)
+    n_trainval = len(cases)
+    if (test_images is None) != (test_labels is None):
+        raise DataError("test_images and test_labels go together; got only one", field="test_images")
+    if test_images is not None:
+        held_out = find_nnunet_cases(test_images, test_labels)
+        clash = sorted({c.name for c in cases} & {c.name for c in held_out})
+        if clash:
+            raise DataError(f"case {clash[0]!r} is in both the training and the test folder", path=test_images)
+        cases += held_out
     grids, channel_counts = [], set()
     for case in cases:
         shape, affine, channels = check_case_grids(case)
@@ -269,8 +283,8 @@ def import_volumes3d(images: str | Path, labels: str | Path, db: str | Path, tas
     shapes = [resampled_shape(s, sp, spacing) for (s, _), sp in zip(grids, spacings)]
 
     rng = np.random.default_rng(seed)
-    n_val = 0 if len(cases) < 2 else max(1, int(round(val_fraction * len(cases))))
-    val = set(rng.permutation(len(cases))[:n_val].tolist())
+    n_val = 0 if n_trainval < 2 else max(1, int(round(val_fraction * n_trainval)))
+    val = set(rng.permutation(n_trainval)[:n_val].tolist())
     writer = VolumeTaskWriter(db, task, shapes, channels)
     entries = []
     try:
@@ -280,23 +294,26 @@ def import_volumes3d(images: str | Path, labels: str | Path, db: str | Path, tas
             offset = writer.add(image, label)
             entries.append(VolumeCase(case.name, shapes[i], spacing or spacings[i], offset, grids[i][0],
                                       tuple(tuple(r) for r in grids[i][1].tolist()),
-                                      "val" if i in val else "train"))
+                                      "test" if i >= n_trainval else "val" if i in val else "train"))
             if progress is not None:
                 progress(i + 1, len(cases))
         channel_names = [f"channel_{c}" for c in range(channels)]
         meta_path = Path(images).parent / "dataset.json"
+        regions = None
         if meta_path.is_file():
             try:
-                names = json.loads(meta_path.read_text(encoding="utf-8")).get("channel_names", {})
+                dataset = json.loads(meta_path.read_text(encoding="utf-8"))
+                regions = dataset.get("regions") if isinstance(dataset.get("regions"), str) else None
+                names = dataset.get("channel_names", {})
                 if len(names) == channels:
                     channel_names = [str(names[str(c)]) for c in range(channels)]
             except (ValueError, KeyError, AttributeError):
                 pass
         writer.close({"name": task, "classes": classes, "channel_names": channel_names, "modality": modality,
                       "intensity": intensity, "target_spacing": None if spacing is None else list(spacing),
-                      "label_values": list(range(len(classes))),
+                      "label_values": list(range(len(classes))), "regions": regions,
                       "description": description or f"3D segmentation from {Path(images).name}",
-                      "source": str(Path(images).resolve()),
+                      "source": source if source is not None else str(Path(images).resolve()),
                       "cases": [e.to_dict() for e in entries]})
     except BaseException:
         writer.abort()

@@ -15,15 +15,21 @@ from ..tasks import TaskSpec
 from ._common import sample_rng, stratified_splits, task_rng
 from .catalog import CATALOG, SyntheticTask
 
-__all__ = ["SCALES", "SYNTHETIC_TASKS", "list_synthetic_tasks", "synthetic_task_spec", "make_synthetic_database"]
+__all__ = ["SCALES", "SYNTHETIC_TASKS", "SYNTHETIC_3D_TASKS", "list_synthetic_tasks", "synthetic_task_spec",
+           "make_synthetic_database"]
 
 GENERATOR_VERSION = 1  # bump when a renderer changes its output for the same seed
 
-# image_size: pixels per side; factor: samples per task relative to the "small" counts.
+# image_size: pixels per side; factor: samples per task relative to the "small" counts;
+# cases_3d: (training, held-out) phantoms per 3D task.
 SCALES = types.MappingProxyType({
-    "small": {"image_size": 64, "factor": 1},
-    "full": {"image_size": 128, "factor": 5},
+    "small": {"image_size": 64, "factor": 1, "cases_3d": (16, 4)},
+    "full": {"image_size": 128, "factor": 5, "cases_3d": (64, 16)},
 })
+
+#: Held-out 3D segmentation tasks of ``with_3d`` (task name -> phantom family of
+#: :mod:`medfoundry.data.synthetic.phantoms3d`), stored as ``segmentation3d`` tasks.
+SYNTHETIC_3D_TASKS = types.MappingProxyType({"brain_tumour3d": "brain_tumour", "kidney3d": "kidney"})
 
 #: Task name -> group ("pretrain" or "downstream"), in database order.
 SYNTHETIC_TASKS = types.MappingProxyType({t.name: t.group for t in CATALOG})
@@ -43,7 +49,7 @@ def synthetic_task_spec(name: str, scale: str = "small") -> TaskSpec:
     return _BY_NAME[name].spec(_scale(scale)["image_size"])
 
 
-def _scale(scale: str) -> dict[str, int]:
+def _scale(scale: str) -> dict:
     if scale not in SCALES:
         raise ConfigError(f"unknown scale {scale!r} for the synthetic database (valid: {', '.join(SCALES)})")
     return dict(SCALES[scale])
@@ -51,12 +57,22 @@ def _scale(scale: str) -> dict[str, int]:
 
 def make_synthetic_database(out: str | Path, seed: int = 0, scale: str = "small", overwrite: bool = False,
                             progress: bool = True, *, tasks: Sequence[str] | None = None,
-                            image_size: int | None = None, _n_override: int | None = None) -> MultiTaskDatabase:
+                            image_size: int | None = None, with_3d: bool | Sequence[str] = False,
+                            _n_override: int | None = None, _cases_3d: tuple[int, int] | None = None
+                            ) -> MultiTaskDatabase:
     """Generate the embedded default database (pretraining and downstream tasks) into ``out``.
 
     The same ``seed`` gives byte-identical files: each sample draws from its own generator
     seeded by ``(seed, crc32(task), index)``, so a task does not depend on which other tasks
     are built or in which order, and the first k samples are the same whatever the size.
+
+    With ``with_3d`` the folder also holds held-out 3D segmentation tasks (``segmentation3d``,
+    described by ``tasks/<task>/volumes3d.json``, not by ``database.yaml``): seeded phantoms
+    written by :func:`~medfoundry.data.synthetic.phantoms3d.make_phantoms` as nnU-Net folders
+    under ``raw3d/<task>/`` (kept: ``segment predict`` reads NIfTI) and stored by
+    :func:`~medfoundry.data.adapters.nnunet_folder.import_volumes3d`, the ``imagesTs`` cases
+    as the ``test`` split. About 1.5 s per brain case and 0.3 s per kidney case on one core,
+    so it is opt-in (``make demo`` does not pay for it).
 
     Args:
         out: database folder to create (written atomically via ``DatabaseWriter``).
@@ -66,8 +82,11 @@ def make_synthetic_database(out: str | Path, seed: int = 0, scale: str = "small"
         overwrite: replace an existing folder.
         progress: show a rich progress bar.
         tasks: build only these tasks (default: all of ``SYNTHETIC_TASKS``).
+        with_3d: ``True`` adds every task of ``SYNTHETIC_3D_TASKS`` (brain tumours: T1, T1c,
+            T2, FLAIR with BraTS labels; CT-like kidneys with KiTS labels); a list adds those.
         image_size: override the scale's image side in pixels (tests, experiments).
         _n_override: samples per task instead of the scale's counts (tests only).
+        _cases_3d: (training, held-out) cases per 3D task instead of the scale's (tests only).
 
     Returns:
         The opened database.
@@ -86,19 +105,41 @@ def make_synthetic_database(out: str | Path, seed: int = 0, scale: str = "small"
     if _n_override is not None and _n_override < 3:
         raise ConfigError(f"make_synthetic_database(): _n_override must be >= 3, got {_n_override}")
     selected = [_BY_NAME[n] for n in names]
+    names_3d = (list(SYNTHETIC_3D_TASKS) if with_3d is True else [] if not with_3d else
+                [look_up_option(n, SYNTHETIC_3D_TASKS, "synthetic 3D task") for n in with_3d])
+    cases_3d = tuple(_cases_3d if _cases_3d is not None else preset["cases_3d"])
     counts = {t.name: int(_n_override) if _n_override is not None else t.n_small * preset["factor"] for t in selected}
     meta = {"generator": {"name": "medfoundry.data.synthetic", "version": GENERATOR_VERSION, "seed": int(seed),
-                          "scale": scale, "image_size": size}}
+                          "scale": scale, "image_size": size, **({"tasks_3d": names_3d} if names_3d else {})}}
     description = (f"Synthetic multi-modal default database ({scale}, {size}x{size} px, seed {seed}): "
                    "pretraining tasks plus held-out downstream tasks; see docs/synthetic_tasks.md")
     with DatabaseWriter(out, name=f"medfoundry-synthetic-{scale}", description=description,
                         overwrite=overwrite, extra=meta) as writer, _progress(progress) as bar:
-        total = bar.add_task("synthetic database", total=sum(counts.values())) if bar is not None else None
+        total = bar.add_task("synthetic database", total=sum(counts.values()) + sum(cases_3d) * len(names_3d)
+                             ) if bar is not None else None
         for task in selected:
             if bar is not None:
                 bar.update(total, description=f"{task.name:<24}")
             _write_task(writer, task, counts[task.name], size, seed, bar, total)
+        for name in names_3d:  # into the writer's hidden folder: the whole database stays atomic
+            if bar is not None:
+                bar.update(total, description=f"{name:<24}")
+            _write_3d_task(writer.tmp, name, cases_3d, seed, bar, total)
     return MultiTaskDatabase.open(out)
+
+
+def _write_3d_task(root: Path, name: str, cases: tuple[int, int], seed: int, bar, bar_task) -> None:
+    from ..adapters.nnunet_folder import import_volumes3d
+    from .phantoms3d import make_phantoms
+
+    family = SYNTHETIC_3D_TASKS[name]
+    raw = root / "raw3d" / name
+    step = (lambda done, total: bar.advance(bar_task)) if bar is not None else None
+    make_phantoms(raw, family, cases=cases[0], test_cases=cases[1], seed=seed, progress=step)
+    import_volumes3d(raw / "imagesTr", raw / "labelsTr", root, name, modality="tomographic", seed=seed,
+                     test_images=raw / "imagesTs", test_labels=raw / "labelsTs",
+                     source=f"raw3d/{name} (make_phantoms {family!r}, seed {seed})",
+                     description=f"synthetic 3D {family.replace('_', ' ')} phantoms (held-out 3D task)")
 
 
 def _write_task(writer: DatabaseWriter, task: SyntheticTask, n: int, size: int, seed: int, bar, bar_task) -> None:

@@ -44,9 +44,9 @@ import numpy as np
 from scipy import ndimage
 
 from ...errors import DataError
+from ...io.volumes import write_nifti
 from ...randomfields import random_bias_field, random_displacement, smooth_noise
 from ...utils import atomic_write_json
-from ..volumes3d import write_nifti
 
 __all__ = ["SEQUENCES", "BRATS_LABELS", "BRATS_REGIONS", "PhantomCase", "PhantomFamily", "FAMILIES",
            "render_brain_tumour", "make_phantoms"]
