@@ -151,7 +151,7 @@ def import_csv(csv_path: str | Path, db: str | Path, task: str, *, modality: str
     if kind == "classification":
         strata = labels
     else:
-        from ...tasks.multilabel import multilabel_strata  # the kind decides its strata (imports torch)
+        from ...tasks.strata import multilabel_strata  # the multilabel kind's strata, without torch
 
         strata = multilabel_strata(labels)
     if split_column and split_column in header:
