@@ -29,7 +29,8 @@ def test_cli_out_of_range_label_is_one_line_exit_2(bad_label_db, tmp_path, capsy
 
     out = tmp_path / "out"
     code = main(["transfer", "-e", "random", "-d", str(bad_label_db), "-t", "toy_cls", "-o", str(out),
-                 "--fractions", "1", "--seeds", "1", "--max-steps", "2", "--min-steps", "2", "--no-progress", "--device", "cpu"])
+                 "--fractions", "1", "--seeds", "1", "--max-steps", "2", "--min-steps", "2", "--no-progress",
+                 "--device", "cpu"])
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert len(err.splitlines()) == 1 and "Traceback" not in err

@@ -21,8 +21,9 @@ keeps the affine and shape of its ``CASE_0000`` file; when the task was resample
 spacing, ``shape`` and ``spacing`` are those of the stored grid and ``original_shape`` /
 ``affine`` those of the file, so predictions are resampled back.
 
-The task is described in ``volumes3d.json`` (not in ``database.yaml``, whose 2D task kinds
-need one image size per task); :func:`list_volume_tasks` finds them.
+The task is described in ``volumes3d.json`` (not in ``database.yaml``, whose tasks have one
+image size each); :func:`list_volume_tasks` finds them, and the ``segmentation3d`` kind
+(:mod:`medfoundry.tasks.segmentation3d`) lets ``data validate`` / ``data inspect`` see them.
 """
 
 from __future__ import annotations

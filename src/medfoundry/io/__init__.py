@@ -1,4 +1,5 @@
-"""Readers that keep geometry: 2D images with pixel spacing, volumes with spacing and affine."""
+"""Readers that keep geometry: 2D images with pixel spacing, volumes with spacing and affine;
+the one NIfTI writer (:func:`write_nifti`)."""
 
 from .images import IMAGE_SUFFIXES as IMAGE_SUFFIXES
 from .images import NORMALIZE_MODES as NORMALIZE_MODES

@@ -109,7 +109,7 @@ class Segmentation3dKind(SegmentationKind):
             image, label = t.image(int(i)), t.label(int(i))
             k = best_slice(label, label.shape[2])
             present = [t.classes[c] for c in np.unique(label[:, :, k]) if 0 < c < t.num_classes]
-            draw_overlay(ax, f"{t.cases[int(i)].name} k={k} {', '.join(present) or '(background)'}",
+            draw_overlay(ax, f"{t.cases[int(i)].name} k={k}\n{', '.join(present) or '(background)'}",
                          image[-1][:, :, k], label[:, :, k])
         for ax in axes[len(chosen):]:
             ax.axis("off")
