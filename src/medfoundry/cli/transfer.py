@@ -67,6 +67,9 @@ def transfer(
     from ..reports import build_report
     from ..transfer import TransferConfig, run_sweep
 
+    if max_steps is not None and min_steps is None:
+        # A cap below the default floor lowers the floor with it (validation would refuse min > max).
+        min_steps = min(TransferConfig().min_steps, max_steps)
     cfg = TransferConfig().replace(
         fractions=_fractions(fractions), seeds=seeds, modes=tuple(mode) if mode else None, device=device,
         max_epochs=epochs, max_steps=max_steps, min_steps=min_steps,
@@ -75,8 +78,6 @@ def transfer(
         lr=lr, probe_lr=probe_lr, encoder_lr_ratio=encoder_lr_ratio, val_policy=val_policy, probe=probe,
         probe_multiscale=probe_multiscale,
         single_task_rounds=single_task_rounds, progress=progress)
-    if cfg.min_steps > cfg.max_steps:
-        cfg = cfg.replace(min_steps=cfg.max_steps)
     console = Console()
     store = run_sweep(database, list(encoder), out, tasks=list(task) if task else None, config=cfg, baseline=baseline)
     failed = [r for r in store.records if r.get("status") != "ok"]
