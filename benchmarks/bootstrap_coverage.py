@@ -6,9 +6,8 @@ per distribution and method, the coverage with its own 95 % Clopper-Pearson inte
 simulation's uncertainty) and the mean interval width; ``--out`` also writes them as JSON.
 
 Distributions: normal (0, 1), true mean 0; lognormal (mu 0, sigma 1), skewness 6.2, true mean
-exp(1/2); lognormal (sigma 0.5), true mean exp(1/8). The target is 94-96 %. The settings of
-the ``"double"`` method were chosen on other draws than these; ``--seed`` draws a fresh
-sample set to confirm a figure on data it was not chosen on.
+exp(1/2); lognormal (sigma 0.5), true mean exp(1/8). The target is 94-96 %. ``--seed`` draws
+another sample set, to confirm a figure on data it was not chosen on.
 
 Usage::
 

@@ -9,7 +9,7 @@ import sys
 from typer.testing import CliRunner
 
 EXPECTED_COMMANDS = {"data", "l2r", "evaluate", "models", "pretrain", "extract", "info", "transfer", "register",
-                     "segment"}
+                     "segment", "shift"}
 
 
 def test_importing_the_cli_app_imports_neither_torch_nor_monai():

@@ -16,7 +16,9 @@ those recorded in the sweep's ``config.json``.
 A verdict compares means over seeds (all on the test split); the table beside it gives the
 95 % bootstrap CI (seeds x test cases, see :mod:`medfoundry.evaluation.stats`) so a reader
 can see whether the verdict is robust. A verdict whose runs are missing says so instead of
-guessing.
+guessing. Each task also lists paired comparisons (:func:`paired_comparisons`): every
+pretrained encoder against random init, and every multi-task encoder against every
+single-task one, at the same mode and fraction on the seeds both ran.
 """
 
 from __future__ import annotations
@@ -56,9 +58,9 @@ class Point:
     still_improving: int = 0  # seeds whose best validation came at the last step (budget ran out)
     max_steps: int = 0
     # Per-run figures, sorted by seed, kept for paired comparisons (replicates None when absent).
-    seed_ids: tuple[int, ...] = field(default=(), repr=False)
-    values: np.ndarray | None = field(default=None, repr=False)
-    replicates: np.ndarray | None = field(default=None, repr=False)
+    seed_ids: tuple[int, ...] = field(default=(), repr=False, compare=False)
+    values: np.ndarray | None = field(default=None, repr=False, compare=False)
+    replicates: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
