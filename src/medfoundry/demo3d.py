@@ -89,14 +89,14 @@ def _protocol_metrics(preds: Path, refs: Path, target: Path, console: Console) -
 
 
 def _slices_png(raw: Path, preds: Path, case: str) -> bytes:
-    import nibabel as nib
     import numpy as np
 
+    from .io.volumes import read_nifti
     from .segmentation.figures import best_slice, overlay_figure
 
-    flair = nib.load(str(raw / "imagesTs" / f"{case}_0003.nii.gz")).get_fdata(dtype=np.float32)
-    ref = np.asarray(nib.load(str(raw / "labelsTs" / f"{case}.nii.gz")).dataobj).astype(np.uint8)
-    pred = np.asarray(nib.load(str(preds / f"{case}.nii.gz")).dataobj).astype(np.uint8)
+    flair = np.asarray(read_nifti(raw / "imagesTs" / f"{case}_0003.nii.gz", "FLAIR image")[0], dtype=np.float32)
+    ref = np.asarray(read_nifti(raw / "labelsTs" / f"{case}.nii.gz", "reference labels")[0]).astype(np.uint8)
+    pred = np.asarray(read_nifti(preds / f"{case}.nii.gz", "prediction")[0]).astype(np.uint8)
     k = best_slice(ref, ref.shape[2])
     return overlay_figure([(f"{case} FLAIR k={k}", flair[:, :, k], None),
                            ("reference", flair[:, :, k], ref[:, :, k]),

@@ -37,14 +37,15 @@ def make_lung_pair(root: str | Path, case: str, factor: int = 2, seed: int = 0) 
         ``fixed_landmarks``/``moving_landmarks``, ``fixed_keypoints``/``moving_keypoints``
         ((N, 3) voxels of the subsampled grid).
     """
-    import nibabel as nib
     from scipy.interpolate import RBFInterpolator
 
+    from ..io.volumes import read_nifti
+
     root = Path(root)
-    mask_img = nib.load(str(root / "masksTr" / f"LungCT_{case}_0000.nii.gz"))
+    mask_data, _, mask_spacing = read_nifti(root / "masksTr" / f"LungCT_{case}_0000.nii.gz", "lung mask")
     points = {kind: [np.loadtxt(root / f"{kind}Tr" / f"LungCT_{case}_{m}.csv", delimiter=",") / factor
                      for m in ("0000", "0001")] for kind in ("keypoints", "landmarks")}
-    mask = (np.asarray(mask_img.dataobj) > 0)[::factor, ::factor, ::factor]
+    mask = (np.asarray(mask_data) > 0)[::factor, ::factor, ::factor]
     shape = mask.shape
     kf, km = points["keypoints"]
     rbf = RBFInterpolator(kf, km - kf, kernel="thin_plate_spline", smoothing=10.0, neighbors=64)
@@ -64,7 +65,7 @@ def make_lung_pair(root: str | Path, case: str, factor: int = 2, seed: int = 0) 
     moving = ndimage.gaussian_filter(image, 0.6).astype(np.float32) + rng.normal(0, 20, shape).astype(np.float32)
     fixed = ndimage.map_coordinates(moving, grid + u, order=1, mode="nearest").astype(np.float32)
     fixed += rng.normal(0, 20, shape).astype(np.float32)
-    spacing = tuple(float(z) * factor for z in mask_img.header.get_zooms()[:3])
+    spacing = tuple(z * factor for z in mask_spacing)
     return {"fixed": fixed, "moving": moving, "mask": mask, "true_disp": np.moveaxis(u, 0, -1).astype(np.float32),
             "spacing": spacing, "fixed_landmarks": points["landmarks"][0], "moving_landmarks": points["landmarks"][1],
             "fixed_keypoints": kf, "moving_keypoints": km}

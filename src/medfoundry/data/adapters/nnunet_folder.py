@@ -100,13 +100,10 @@ def find_nnunet_cases(images: str | Path, labels: str | Path | None = None) -> l
 
 
 def _header(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
-    import nibabel as nib
+    from ...io.volumes import read_nifti_header
 
-    try:
-        img = nib.load(str(path))
-    except Exception as err:  # nibabel raises many types for corrupt files
-        raise DataError(f"cannot read NIfTI header: {type(err).__name__}: {err}", path=path) from err
-    return tuple(int(s) for s in img.shape), np.asarray(img.affine, dtype=np.float64)
+    shape, affine, _ = read_nifti_header(path, "NIfTI volume")
+    return shape, affine
 
 
 def check_case_grids(case: NnunetCase) -> tuple[tuple[int, int, int], np.ndarray, int]:
@@ -133,19 +130,19 @@ def check_case_grids(case: NnunetCase) -> tuple[tuple[int, int, int], np.ndarray
 
 def read_case_image(case: NnunetCase) -> np.ndarray:
     """Channel-first image (C, X, Y, Z) float32 of a case."""
-    import nibabel as nib
+    from ...io.volumes import read_nifti
 
     parts = []
     for p in case.images:
-        a = np.asarray(nib.load(str(p)).get_fdata(dtype=np.float32))
+        a = np.asarray(read_nifti(p, "image channel")[0], dtype=np.float32)
         parts.append(np.moveaxis(a, 3, 0) if a.ndim == 4 else a[None])
     return np.concatenate(parts, axis=0)
 
 
 def read_case_label(path: Path, num_classes: int | None) -> np.ndarray:
-    import nibabel as nib
+    from ...io.volumes import read_nifti
 
-    raw = np.asanyarray(nib.load(str(path)).dataobj)
+    raw = read_nifti(path, "label volume")[0]
     values = np.unique(raw)
     if not np.all(np.equal(np.mod(values, 1), 0)) or (values.size and values.min() < 0):
         raise DataError(f"label values must be non-negative integers, found {values[:6].tolist()}", path=path,

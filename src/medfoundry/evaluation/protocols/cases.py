@@ -108,14 +108,10 @@ def read_label_map(path: str | Path) -> LabelMap:
     Raises:
         DataError: unreadable file, wrong dimensionality or non-integer labels, naming the file.
     """
-    import nibabel as nib
+    from ...io.volumes import read_nifti
 
     path = Path(path)
-    try:
-        img = nib.load(str(path))
-        data = np.asanyarray(img.dataobj)
-    except Exception as err:  # nibabel raises many unrelated types for corrupt files
-        raise DataError(f"cannot read label map: {type(err).__name__}: {err}", path=path) from err
+    data, affine, zooms = read_nifti(path, "label map")
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim not in (2, 3):
@@ -127,8 +123,8 @@ def read_label_map(path: str | Path) -> LabelMap:
     elif data.dtype.kind not in "iub":
         raise DataError(f"label map has data type {data.dtype}; expected integer labels", path=path)
     # Float32 header values as float64, exactly (the official codes use them unrounded).
-    spacing = tuple(float(z) for z in img.header.get_zooms()[: data.ndim])
-    return LabelMap(data, spacing, np.asarray(img.affine, dtype=np.float64))
+    spacing = tuple(float(z) for z in zooms[: data.ndim])
+    return LabelMap(data, spacing, affine)
 
 
 def check_same_grid(pred: LabelMap, ref: LabelMap, pred_path: Path, ref_path: Path) -> None:
