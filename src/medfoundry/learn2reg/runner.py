@@ -74,6 +74,7 @@ def run_split(dataset: str | Path, out: str | Path, split: str = "val", *, metho
     if run.runtimes_path.is_file() and not overwrite:
         run.runtimes = _read_runtimes(run.runtimes_path)
     values = dict(overrides or {})
+    config_written = False
     for pair in pairs:
         target = out / f"{pair.field_stem}.nii.gz"
         if target.is_file() and not overwrite and pair.pair_id in run.runtimes:
@@ -97,8 +98,11 @@ def run_split(dataset: str | Path, out: str | Path, split: str = "val", *, metho
         else:
             run.runtimes[pair.pair_id] = round(result.runtime_s, 4)
             atomic_write_json(run.runtimes_path, run.runtimes)
-            if pair.pair_id == pairs[0].pair_id or not (out / "registration_config.json").is_file():
+            if not config_written:
+                # Once per call (every pair of a call shares the settings), so a rerun with other
+                # settings does not leave the old ones recorded.
                 atomic_write_json(out / "registration_config.json", {"preset": preset, "config": result.config})
+                config_written = True
         if progress is not None:
             progress(pair.pair_id, time.perf_counter() - start)
     failures_path = out / "failures.json"
