@@ -77,3 +77,18 @@ def test_inspect_reports_minus_one_instead_of_counting_it(toy_db, tmp_path):
     console.print(summary_table([summary]))
     text = console.export_text()
     assert "error: task 'toy_cls' split 'train'" in text and "INVALID: 1" in text
+
+
+def test_inspect_cli_exits_non_zero_when_it_shows_problems(toy_db, tmp_path):
+    from typer.testing import CliRunner
+
+    from medfoundry.cli.main import app
+
+    def edit(v):
+        v[3] = -1
+
+    db = _corrupt(toy_db, tmp_path, "toy_cls", "labels", edit)
+    runner = CliRunner()
+    assert runner.invoke(app, ["data", "inspect", str(toy_db.root)]).exit_code == 0
+    bad = runner.invoke(app, ["data", "inspect", str(db.root), "--json"])
+    assert bad.exit_code == 1 and '"invalid": 1' in bad.output

@@ -176,6 +176,9 @@ def inspect_cmd(
     if sheet is not None:
         out = contact_sheet(db, sheet, tasks=names, per_task=per_task, seed=seed)
         console.print(f"contact sheet: {out}")
+    # A summary that shows broken targets must not look like success to a script or to CI.
+    if any(s.get("problems") for s in summaries):
+        raise typer.Exit(1)
 
 
 @app.command("make-synthetic")
