@@ -36,3 +36,12 @@ def test_segment_predict_ensembles(robust_runs, robust_folder, tmp_path, capsys)
     code = main(["segment", "predict", str(robust_runs[0]), "--images", str(robust_folder / "imagesTr"), "--out",
                  str(tmp_path / "x"), "--adapt", "tent", "--no-progress"])
     assert code == 2 and "method" in capsys.readouterr().err
+
+
+def test_segment_predict_rotated_tta(robust_runs, robust_folder, tmp_path):
+    out = tmp_path / "rot"
+    assert main(["segment", "predict", str(robust_runs[0]), "--images", str(robust_folder / "imagesTr"),
+                 "--out", str(out), "--labels", str(robust_folder / "labelsTr"), "--adapt", "tta", "--tta-rotate",
+                 "--device", "cpu", "--threads", "1", "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["cases"] and all(0.0 <= d <= 1.0 for c in summary["cases"] for d in c["dice"].values())

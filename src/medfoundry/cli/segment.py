@@ -155,6 +155,9 @@ def predict_cmd(
     adapt_lr: Annotated[float, typer.Option("--adapt-lr", help="Learning rate of the adaptation.")] = 1e-2,
     adapt_mode: Annotated[str, typer.Option(
         "--adapt-mode", help="reset (weights restored after each case) or continual.")] = "reset",
+    tta_rotate: Annotated[bool, typer.Option(
+        "--tta-rotate", help="With --adapt tta: also the quarter turns in the plane of voxel axes X, Y "
+                             "(the axial plane of axial scans); 16 passes instead of 8.")] = False,
     ensemble: Annotated[str, typer.Option(
         "--ensemble", help="With several runs: mean (probabilities), vote or staple (label maps).")] = "mean",
     labels: Annotated[Optional[Path], typer.Option(
@@ -168,7 +171,7 @@ def predict_cmd(
     from ..robustness.adapt import AdaptConfig
     from ..segmentation import predict_folder
 
-    cfg = AdaptConfig(method=adapt, steps=adapt_steps, lr=adapt_lr, mode=adapt_mode)
+    cfg = AdaptConfig(method=adapt, steps=adapt_steps, lr=adapt_lr, mode=adapt_mode, rotate=tta_rotate)
     runs = run if len(run) > 1 else run[0]
     report = _run_with_bar("predict", lambda cb: predict_folder(runs, images, out, tta=tta, device=device,
                                                                  labels=labels, threads=threads, progress=cb,

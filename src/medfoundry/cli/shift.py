@@ -1,12 +1,13 @@
-"""``medfoundry shift``: graded scanner shifts of image folders (robustness benchmarks).
+"""``medfoundry shift``: graded scanner shifts of image folders and database tasks (robustness benchmarks).
 
-A thin layer over :mod:`medfoundry.robustness.shifts` (numpy/scipy; no torch).
+A thin layer over :mod:`medfoundry.robustness.shifts` (numpy/scipy; no torch) and
+:mod:`medfoundry.robustness.shifts_db`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, List, Optional
 
 import typer
 from rich.console import Console
@@ -39,3 +40,46 @@ def make_volumes_cmd(
                                                                    labels=labels, progress=cb), progress)
     Console().print(f"wrote {len(folders)} shifted folders ({', '.join(names)} at severities "
                     f"{', '.join(map(str, levels))}) to {out}")
+
+
+@app.command("make")
+def make_cmd(
+    database: Annotated[Path, typer.Argument(help="Source database folder.")],
+    task: Annotated[List[str], typer.Option("--task", help="Task whose test split is shifted (repeatable).")],
+    out: Annotated[Path, typer.Option("--out", help="New database: T__none_s0 and T__<corruption>_s<severity> "
+                                                    "per task.")],
+    corruptions: Annotated[str, typer.Option(
+        "--corruptions", help="Comma-separated: bias, gamma, gaussian, blur, lowres (any image); rician, ghosting, "
+                              "motion (MR); ct (CT); stain (RGB microscopy); or all (every one that fits the task)."
+    )] = "all",
+    severities: Annotated[str, typer.Option("--severities", help="Comma-separated severities 1..5.")] = "1,3,5",
+    seed: Annotated[int, typer.Option("--seed", help="Seed; the same seed gives the same bytes.")] = 0,
+    scanner: Annotated[Optional[str], typer.Option(
+        "--scanner", help="ct or mr, for tomographic tasks whose spec does not say which they are.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out folder.")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+) -> None:
+    """Write graded corruptions of database tasks' test splits as tasks of a new database (labels untouched)."""
+    from ..robustness.shifts import parse_severities
+    from ..robustness.shifts_db import make_shift_database, parse_db_corruptions
+    from .segment import _run_with_bar
+
+    names, levels = parse_db_corruptions(corruptions), parse_severities(severities)
+    shifted = _run_with_bar("shift", lambda cb: make_shift_database(
+        database, task, out, names, levels, seed=seed, scanner=scanner, overwrite=overwrite, progress=cb), progress)
+    by_task: dict[str, list[str]] = {}
+    for name in shifted.task_names():
+        spec = shifted.task(name).extra["shift"]
+        if spec["severity"] == levels[0]:
+            by_task.setdefault(spec["source_task"], []).append(spec["corruption"])
+    console = Console()
+    console.print(f"wrote {len(shifted.tasks)} tasks to {out}: per source task T, T__none_s0 (in distribution) and "
+                  f"T__<corruption>_s<severity> at severities {', '.join(map(str, levels))}; only test splits shifted")
+    for source, names_of in by_task.items():
+        console.print(f"  {source}: {', '.join(names_of)}", soft_wrap=True)
+
+
+# ``shift evaluate`` lives in its own module (torch only once the command runs)
+from .shift_evaluate import evaluate_command as _evaluate_command  # noqa: E402
+
+app.command("evaluate")(_evaluate_command)

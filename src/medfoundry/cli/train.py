@@ -57,6 +57,7 @@ def pretrain_command(
     checkpoint_every: Optional[int] = typer.Option(None, help="Checkpoint every N rounds."),
     num_workers: Optional[int] = typer.Option(None, help="Threads loading a round's batches."),
     tensorboard: Optional[bool] = typer.Option(None, "--tensorboard/--no-tensorboard", help="Also log to TensorBoard."),
+    patch: Optional[str] = typer.Option(None, help="3D tasks: training patch in voxels, 'D,H,W' (default 32,32,32)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Multi-task pretraining (memory-decoupled rounds); resumes RUN when it has a checkpoint.
@@ -78,7 +79,7 @@ def pretrain_command(
         database=None if database is None else str(database), out=str(out), tasks=tasks, encoder=encoder,
         rounds=rounds, batch_size=batch_size, lr=lr, sampling=sampling, tasks_per_round=tasks_per_round,
         precision=precision, device=device, seed=seed, eval_every=eval_every, checkpoint_every=checkpoint_every,
-        num_workers=num_workers, tensorboard=tensorboard, progress=progress,
+        num_workers=num_workers, tensorboard=tensorboard, progress=progress, patch=_parse_patch(patch),
     )
     if not cfg.database:
         raise ConfigError("pretrain: give --database (or a --config naming 'database')")
@@ -88,6 +89,15 @@ def pretrain_command(
         data = json.loads(final.read_text(encoding="utf-8"))
         console.print(metrics_table(data["metrics"], title=f"validation after {data['round']} rounds"))
         console.print(f"model saved to {run / 'model'}")
+
+
+def _parse_patch(text: str | None) -> tuple[int, int, int] | None:
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.replace("x", ",").split(",") if p.strip()]
+    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ConfigError(f"--patch: expected three positive voxel counts 'D,H,W', got {text!r}")
+    return (int(parts[0]), int(parts[1]), int(parts[2]))
 
 
 def _parse_image_specs(specs: list[str]) -> list[tuple[str, Any]]:

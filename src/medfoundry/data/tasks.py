@@ -136,7 +136,9 @@ class TaskSpec:
             raise DataError(f"{where}: channels must be >= 1, got {self.channels}", field="channels")
         from ..tasks import get_kind
 
-        if get_kind(self.kind).manifest:  # ragged kinds describe themselves (see their module)
+        # ragged kinds describe themselves (see their module); a model's spec of such a task
+        # (multi-task pretraining) says where it is stored and is not a database.yaml entry
+        if get_kind(self.kind).manifest and "stored_in" not in self.extra:
             raise DataError(f"{where}: {self.kind.value} tasks are described by tasks/{self.name}/"
                             f"{get_kind(self.kind).manifest}, not by database.yaml (remove this entry)",
                             field="kind")

@@ -12,9 +12,9 @@ Hooks for later work (no caller changes needed):
 * the **predictor** step (:mod:`.predictors`): ``predictor(model, task, image) -> raw output``;
   pass ``predictor=`` to :func:`predict` / :func:`predict_task` (and through
   ``medfoundry.training.evaluate``). Sliding-window 3D prediction
-  (:mod:`medfoundry.inference.sliding_window`), test-time augmentation, test-time adaptation
-  and ensembles are predictor wrappers, chained with :func:`compose`; none of these three
-  is implemented yet;
+  (:mod:`medfoundry.inference.sliding_window`), test-time augmentation (:func:`.predictors.tta`),
+  test-time adaptation (:class:`medfoundry.robustness.head_adapt.HeadAdapter`) and ensembles
+  (:mod:`medfoundry.robustness.head_eval`) are predictor wrappers, chained with :func:`compose`;
 * decoding stays the head's ``decode`` and scoring the kind's ``metrics``
   (:mod:`medfoundry.tasks`), so a new task kind needs nothing here.
 """

@@ -2,7 +2,8 @@
 
 ``none``     plain sliding-window probabilities.
 ``tta``      the mean of the probabilities over every flip of the spatial axes
-             (:class:`~medfoundry.inference.sliding_window.SlidingWindowPredictor` ``tta``).
+             (:class:`~medfoundry.inference.sliding_window.SlidingWindowPredictor` ``tta``); with
+             ``rotate`` also over the quarter turns in the (X, Y) plane (16 transforms).
 ``entropy``  TENT-style entropy minimisation (Wang et al., ICLR 2021) on one case: only the affine
              weight and bias of the normalisation layers (InstanceNorm, GroupNorm, LayerNorm,
              BatchNorm) are trained, ``steps`` Adam steps (learning rate ``lr``), each on
@@ -61,6 +62,11 @@ class AdaptConfig(ConfigBase):
         mode: ``reset`` (restore the weights after each case) or ``continual``.
         threshold: ETTA's confident-voxel cut, a fraction of the maximum entropy.
         seed: seed of the window draws.
+        rotate: volume path (:class:`TestTimeAdapter`): ``tta`` also averages over the quarter
+            turns in the plane of the first two spatial axes (X, Y of the NIfTI grid: the axial
+            plane of an axial acquisition): 16 distinct flips and turns instead of 8 flips, twice
+            the time. Off by default there; the 2D heads (:mod:`.head_adapt`) take their own
+            ``rotate`` (on by default).
     """
 
     method: str = "none"
@@ -70,6 +76,7 @@ class AdaptConfig(ConfigBase):
     mode: str = "reset"
     threshold: float = 0.4
     seed: int = 0
+    rotate: bool = False
 
     def validate(self) -> None:
         if self.method not in ADAPT_METHODS:
@@ -87,12 +94,15 @@ class AdaptConfig(ConfigBase):
 
 
 def norm_affine_parameters(net: torch.nn.Module) -> list[torch.nn.Parameter]:
-    """The affine weight and bias of every normalisation layer of ``net`` (those that have one)."""
+    """The affine weight and bias of every normalisation layer of ``net`` (those that have one):
+    torch's InstanceNorm, GroupNorm, LayerNorm, BatchNorm, and any module whose class name holds
+    ``Norm`` with its own ``weight`` / ``bias`` parameters."""
     params = []
     for module in net.modules():
-        if isinstance(module, _NORMS):
+        # custom channel norms (LayerNormChannels of the encoders, timm's LayerNorm2d) count too
+        if isinstance(module, _NORMS) or "Norm" in type(module).__name__:
             params += [p for p in (getattr(module, "weight", None), getattr(module, "bias", None))
-                       if isinstance(p, torch.nn.Parameter)]
+                       if isinstance(p, torch.nn.Parameter) and all(p is not q for q in params)]
     return params
 
 
@@ -134,7 +144,8 @@ class TestTimeAdapter:
     def __init__(self, net: torch.nn.Module, window, config: AdaptConfig):
         self.net, self.window, self.config = net, window, config
         if config.method == "tta":
-            window.tta = True
+            # with rotations the adapter runs the 16 flips and turns itself, the window none
+            window.tta = not config.rotate
         self.params = norm_affine_parameters(net) if config.method in ("entropy", "etta") else []
         if config.method in ("entropy", "etta") and not self.params:
             from ..errors import ConfigError
@@ -216,6 +227,8 @@ class TestTimeAdapter:
                 probabilities = self._fuse(before, probabilities)
             if self.config.mode == "reset":
                 self.reset()
+        elif self.config.method == "tta" and self.config.rotate:
+            probabilities = self._rotated_tta(torch.as_tensor(image, dtype=torch.float32))
         else:
             probabilities = self.window(image)
         stats["entropy"] = mean_entropy(probabilities, self.window.activation)
@@ -223,6 +236,18 @@ class TestTimeAdapter:
         stats["peak_memory_mb"] = peak_memory_mb(device)
         self.last = stats
         return probabilities
+
+    def _rotated_tta(self, image: torch.Tensor) -> torch.Tensor:
+        """Mean probabilities (K, *S) over the flips and axial quarter turns of ``image`` (C, *S)."""
+        from ..inference.predictors import apply_transform, invert_transform, tta_transforms
+
+        plane = (2, 3)  # X, Y of a (1, C, X, Y, Z) batch
+        transforms = tta_transforms(image.ndim - 1, rotate=True, plane=plane)
+        total = None
+        for t in transforms:
+            p = invert_transform(self.window(apply_transform(image[None], t, plane)[0])[None], t, plane)[0]
+            total = p if total is None else total + p
+        return total / len(transforms)
 
     def _fuse(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
         act = self.window.activation

@@ -10,6 +10,10 @@ where the reference or the prediction is foreground (per region for sigmoid outp
 ``n_b / N * |accuracy_b - confidence_b|`` (Guo et al. 2017, Naeini et al. 2015).
 
 Bin tables of several cases add up (:func:`merge_bins`), so a folder's ECE pools its voxels.
+
+Classification heads (:func:`classification_bins`): **top-label** ECE over samples, the
+confidence being the largest class probability and correct meaning that class is the label;
+multilabel heads: every (sample, label) entry with confidence ``max(p, 1 - p)``. Same 15 bins.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["calibration_bins", "ece_from_bins", "merge_bins", "expected_calibration_error", "reliability_diagram"]
+__all__ = ["calibration_bins", "classification_bins", "ece_from_bins", "merge_bins", "expected_calibration_error",
+           "reliability_diagram"]
 
 
 def _confidence_correct(probabilities: np.ndarray, reference: np.ndarray, activation: str,
@@ -58,6 +63,29 @@ def calibration_bins(probabilities: np.ndarray, reference: np.ndarray, *, activa
     np.add.at(table[:, 1], index, conf)
     np.add.at(table[:, 2], index, correct.astype(np.float64))
     return table
+
+
+def classification_bins(probabilities: np.ndarray, labels: np.ndarray, *, activation: str = "softmax",
+                        bins: int = 15) -> np.ndarray:
+    """Bin table (bins, 3) of a classification head over samples.
+
+    Args:
+        probabilities: (N, K) class probabilities (softmax) or label scores (sigmoid).
+        labels: (N,) class indices (softmax) or (N, K) 0/1 labels (sigmoid; NaN entries, i.e.
+            missing labels, are left out).
+        activation: ``softmax`` (top-label ECE) or ``sigmoid`` (every entry).
+    """
+    p = np.asarray(probabilities, dtype=np.float32)
+    y = np.asarray(labels)
+    if p.ndim != 2 or (activation == "softmax" and y.shape != (p.shape[0],)) or \
+            (activation == "sigmoid" and y.shape != p.shape):
+        raise ValueError(f"classification_bins: probabilities (N, K) and labels (N,) or (N, K) expected, got "
+                         f"{p.shape} and {y.shape}")
+    if activation == "sigmoid":
+        known = np.isfinite(y.astype(np.float64))
+        return calibration_bins(p[known][None], (y[known] > 0.5)[None], activation="sigmoid",
+                                foreground_only=False, bins=bins)
+    return calibration_bins(p.T, y, activation="softmax", foreground_only=False, bins=bins)
 
 
 def merge_bins(tables: Sequence[np.ndarray]) -> np.ndarray:

@@ -6,6 +6,10 @@ STAPLE of label maps.
 ``staple``  SimpleITK's multi-label STAPLE (Warfield et al. 2004) on the label maps, each run's
             performance estimated by expectation-maximisation; voxels STAPLE leaves undecided
             fall back to the majority vote.
+
+Classification heads (:func:`vote_classes`): ``mean`` averages the class probabilities,
+``vote`` takes the class most runs predict (ties: the smallest class index); 2D segmentation
+maps use the same three functions as volumes.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["ENSEMBLES", "mean_probabilities", "majority_vote", "staple"]
+__all__ = ["ENSEMBLES", "mean_probabilities", "majority_vote", "staple", "vote_classes"]
 
 ENSEMBLES = ("mean", "vote", "staple")
 
@@ -47,3 +51,15 @@ def staple(labels: Sequence[np.ndarray]) -> np.ndarray:
     out = sitk.GetArrayFromImage(sitk.MultiLabelSTAPLE(images, undecided)).astype(np.uint8)
     vote = majority_vote(stack)
     return np.where(out == undecided, vote, out).astype(np.uint8)
+
+
+def vote_classes(probabilities: Sequence[np.ndarray], num_classes: int | None = None) -> np.ndarray:
+    """Majority vote of classifiers: ``probabilities`` holds one (N, K) array per run; returns
+    the (N,) int64 class most runs rank first (ties: the smallest class index)."""
+    stack = np.stack([np.asarray(p) for p in probabilities])
+    if stack.ndim != 3:
+        raise ConfigError(f"ensemble vote: expected one (N, K) probability array per run, got shape {stack.shape}")
+    k = int(num_classes or stack.shape[2])
+    choice = stack.argmax(axis=2)
+    counts = np.stack([(choice == c).sum(0) for c in range(k)], axis=1)
+    return counts.argmax(axis=1).astype(np.int64)

@@ -1,7 +1,10 @@
-"""Graded, seeded scanner shifts of volumes, and shifted copies of nnU-Net-style folders.
+"""Graded, seeded scanner shifts of images and volumes, and shifted copies of nnU-Net-style folders.
 
-Each corruption takes a channel-first image (C, X, Y, Z) in raw intensities and returns a
-float32 array of the same shape; labels are never touched. Intensities are measured on the
+Each corruption takes a channel-first image, (C, H, W) or (C, X, Y, Z), in raw intensities
+and returns a float32 array of the same shape; labels are never touched. The same functions
+serve 3D folders (:func:`make_shift_volumes`) and 2D database tasks
+(:mod:`medfoundry.robustness.shifts_db`): k-space edits act on every spatial axis, random
+axes and directions are drawn among the image's own. Intensities are measured on the
 channel's own robust range ``r = p99.5 - p0.5`` (percentiles of all voxels), so a severity
 means the same on MR (arbitrary units) and CT (HU). Severities 1..5 (ImageNet-C's grading):
 
@@ -22,6 +25,9 @@ motion        translation, voxels, of the k-space planes acquired     1      2  
               after a random time in [0.4, 0.6] of the acquisition
 ct            intensity offset, fraction of r, and scale 1 + s       0.01   0.02   0.04   0.06   0.10
               (s = 0.02, 0.05, 0.10, 0.15, 0.20)
+stain         RGB only: HED optical densities x -> x (1 + a u) +      0.05   0.10   0.20   0.30   0.40
+              b v p99.5(x), |u|, |v| in [0.5, 1], signs drawn per     0.02   0.05   0.10   0.15   0.20
+              case and stain; a (first row) and b (second row)
 ============  ====================================================  =====  =====  =====  =====  =====
 
 The random draws of a case depend on ``(seed, corruption, case)`` and not on the severity, so
@@ -50,8 +56,8 @@ from ..errors import ConfigError
 from ..randomfields import smooth_noise
 from ..utils import atomic_path, atomic_write_json
 
-__all__ = ["CORRUPTIONS", "SEVERITIES", "corrupt", "case_rng", "make_shift_volumes", "parse_corruptions",
-           "parse_severities"]
+__all__ = ["CORRUPTIONS", "COLOUR_CORRUPTIONS", "SEVERITIES", "corrupt", "case_rng", "make_shift_volumes",
+           "parse_corruptions", "parse_severities"]
 
 SEVERITIES = (1, 2, 3, 4, 5)
 _GHOST_EVERY = 4  # k-space planes between scaled planes (4 ghosts across the field of view)
@@ -111,54 +117,60 @@ def _lowres(image, s, rng):
 
 
 def _kspace(image, edit):
-    k = np.fft.fftshift(np.fft.fftn(image, axes=(1, 2, 3)), axes=(1, 2, 3))
+    axes = tuple(range(1, image.ndim))
+    k = np.fft.fftshift(np.fft.fftn(image, axes=axes), axes=axes)
     k = edit(k)
-    back = np.fft.ifftn(np.fft.ifftshift(k, axes=(1, 2, 3)), axes=(1, 2, 3))
+    back = np.fft.ifftn(np.fft.ifftshift(k, axes=axes), axes=axes)
     # a magnitude image, as the scanner reconstructs it
     return np.abs(back).astype(np.float32)
 
 
+def _channel_floor(image) -> np.ndarray:
+    """Each channel's p0.5, shaped to broadcast over the channel's voxels."""
+    lo = [_robust_range(ch)[0] for ch in image]
+    return np.asarray(lo, np.float32).reshape(-1, *[1] * (image.ndim - 1))
+
+
 def _ghosting(image, s, rng):
     scale = 1.0 - (0.2, 0.35, 0.5, 0.65, 0.8)[s - 1]
-    axis = int(rng.integers(1, 4))
-    lo = [_robust_range(ch)[0] for ch in image]
+    axis = int(rng.integers(1, image.ndim))
+    lo = _channel_floor(image)
 
     def edit(k):
-        index = [slice(None)] * 4
+        index = [slice(None)] * k.ndim
         index[axis] = slice(0, None, _GHOST_EVERY)
         centre = k.shape[axis] // 2
         keep = k.take([centre], axis=axis).copy()
         k[tuple(index)] *= scale
         # the centre line holds the mean intensity; scaling it would only dim the image
-        centre_index = [slice(None)] * 4
+        centre_index = [slice(None)] * k.ndim
         centre_index[axis] = slice(centre, centre + 1)
         k[tuple(centre_index)] = keep
         return k
 
-    shifted = image - np.asarray(lo, np.float32)[:, None, None, None]
-    return _kspace(shifted, edit) + np.asarray(lo, np.float32)[:, None, None, None]
+    return _kspace(image - lo, edit) + lo
 
 
 def _motion(image, s, rng):
     shift = (1.0, 2.0, 3.0, 4.0, 6.0)[s - 1]
-    axis = int(rng.integers(1, 4))  # phase-encoding axis: planes acquired in order along it
-    direction = rng.standard_normal(3)
+    dims = image.ndim - 1
+    axis = int(rng.integers(1, image.ndim))  # phase-encoding axis: planes acquired in order along it
+    direction = rng.standard_normal(dims)
     direction /= np.linalg.norm(direction) + 1e-12
     start = rng.uniform(0.4, 0.6)
-    lo = [_robust_range(ch)[0] for ch in image]
+    lo = _channel_floor(image)
 
     def edit(k):
         freqs = np.meshgrid(*[np.fft.fftshift(np.fft.fftfreq(n)) for n in k.shape[1:]], indexing="ij")
         phase = np.exp(-2j * np.pi * shift * sum(d * f for d, f in zip(direction, freqs)))
         n = k.shape[axis]
         moved = np.zeros(k.shape[1:], bool)
-        index = [slice(None)] * 3
+        index = [slice(None)] * dims
         index[axis - 1] = slice(int(start * n), n)
         moved[tuple(index)] = True
         return np.where(moved[None], k * phase[None], k)
 
-    shifted = image - np.asarray(lo, np.float32)[:, None, None, None]
-    return _kspace(shifted, edit) + np.asarray(lo, np.float32)[:, None, None, None]
+    return _kspace(image - lo, edit) + lo
 
 
 def _ct(image, s, rng):
@@ -168,9 +180,35 @@ def _ct(image, s, rng):
     return np.stack([ch * scale + sign * offset * _robust_range(ch)[1] for ch in image])
 
 
+def _stain(image, s, rng):
+    # lazy: skimage.color is only needed by microscopy tasks
+    from skimage.color import hed_from_rgb, rgb_from_hed
+
+    if image.shape[0] != 3:
+        raise ConfigError(f"corrupt: stain jitter needs an RGB image (3 channels), got {image.shape[0]}")
+    a = (0.05, 0.10, 0.20, 0.30, 0.40)[s - 1]
+    b = (0.02, 0.05, 0.10, 0.15, 0.20)[s - 1]
+    # magnitudes of at least half the severity's amount: every case visibly changes colour
+    u, v = (rng.choice([-1.0, 1.0], 3) * rng.uniform(0.5, 1.0, 3) for _ in range(2))
+    # skimage's rgb2hed/hed2rgb with their stain matrices (Ruifrok and Johnston), but without the
+    # clipping of negative densities in rgb2hed: colours outside the H-E-DAB cone would change by
+    # up to 0.08 on a bare round trip, and severity 0 must be the identity
+    pixels = np.clip(image.reshape(3, -1).T, 1e-6, 1.0).astype(np.float64)
+    hed = -np.log(pixels) @ hed_from_rgb
+    peak = np.percentile(hed, 99.5, axis=0)
+    # the offset is relative to each stain's own peak density, so a stain absent from the
+    # field (DAB on plain H&E) stays nearly absent instead of tinting the whole image
+    hed = hed * (1.0 + a * u) + b * v * peak
+    rgb = np.exp(-(hed @ rgb_from_hed))
+    return np.clip(rgb, 0.0, 1.0).T.reshape(image.shape)
+
+
 CORRUPTIONS: dict[str, Callable[[np.ndarray, int, np.random.Generator], np.ndarray]] = {
     "bias": _bias, "gamma": _gamma, "gaussian": _gaussian, "rician": _rician, "blur": _blur, "lowres": _lowres,
     "ghosting": _ghosting, "motion": _motion, "ct": _ct}
+#: Corruptions of colour images only (RGB in [0, 1], channel first); not offered for volume folders.
+COLOUR_CORRUPTIONS: dict[str, Callable[[np.ndarray, int, np.random.Generator], np.ndarray]] = {"stain": _stain}
+_ALL = {**CORRUPTIONS, **COLOUR_CORRUPTIONS}
 
 
 def case_rng(seed: int, corruption: str, case: str) -> np.random.Generator:
@@ -179,25 +217,25 @@ def case_rng(seed: int, corruption: str, case: str) -> np.random.Generator:
 
 
 def corrupt(image: np.ndarray, corruption: str, severity: int, seed: int = 0, case: str = "") -> np.ndarray:
-    """Corrupted copy (float32) of ``image`` (C, X, Y, Z), raw intensities.
+    """Corrupted copy (float32) of ``image``, (C, H, W) or (C, X, Y, Z), raw intensities.
 
     Args:
-        image: channel-first volume; any number of channels.
-        corruption: one of :data:`CORRUPTIONS` (module table).
+        image: channel-first image or volume; any number of channels (``stain``: 3, RGB in [0, 1]).
+        corruption: one of :data:`CORRUPTIONS` or :data:`COLOUR_CORRUPTIONS` (module table).
         severity: 1..5.
         seed, case: the draws depend on both (and not on the severity).
 
     Raises:
-        ConfigError: unknown corruption or severity, or an image that is not (C, X, Y, Z).
+        ConfigError: unknown corruption or severity, or an image that is not (C, H, W) or (C, X, Y, Z).
     """
-    if corruption not in CORRUPTIONS:
-        raise ConfigError(f"corrupt: unknown corruption {corruption!r}; expected one of {', '.join(CORRUPTIONS)}")
+    if corruption not in _ALL:
+        raise ConfigError(f"corrupt: unknown corruption {corruption!r}; expected one of {', '.join(_ALL)}")
     if int(severity) not in SEVERITIES:
         raise ConfigError(f"corrupt: severity must be one of 1..5, got {severity!r}")
     image = np.asarray(image, dtype=np.float32)
-    if image.ndim != 4:
-        raise ConfigError(f"corrupt: expected an image (C, X, Y, Z), got shape {image.shape}")
-    out = CORRUPTIONS[corruption](image, int(severity), case_rng(seed, corruption, case))
+    if image.ndim not in (3, 4):
+        raise ConfigError(f"corrupt: expected an image (C, H, W) or (C, X, Y, Z), got shape {image.shape}")
+    out = _ALL[corruption](image, int(severity), case_rng(seed, corruption, case))
     return np.asarray(out, dtype=np.float32)
 
 

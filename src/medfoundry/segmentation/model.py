@@ -24,8 +24,9 @@ FORMAT = "medfoundry.segment3d"
 
 
 def build_trunk(encoder: str, encoder_name: str, encoder_kwargs: dict[str, Any], adapter_channels: int):
-    """The encoder with input adapters: random (``encoder="random"``), a checkpoint folder, or
-    a state-dict file of ``encoder_name``; it must be 3D."""
+    """The encoder with input adapters: random (``encoder="random"``), a ``medfoundry
+    pretrain`` run folder (its ``model/``), a checkpoint folder, or a state-dict file of
+    ``encoder_name``; it must be 3D."""
     from ..models import EncoderWithAdapters, load_encoder, load_encoder_state
 
     if encoder == "random":
@@ -33,15 +34,32 @@ def build_trunk(encoder: str, encoder_name: str, encoder_kwargs: dict[str, Any],
     else:
         path = Path(encoder)
         if path.is_dir():
-            trunk = load_encoder(path)
+            trunk = load_encoder(_checkpoint_folder(path))
         elif path.is_file():
             trunk = load_encoder_state(path, encoder_name, spatial_dims=3, **encoder_kwargs)
         else:
-            raise ConfigError(f"--encoder {encoder}: expected 'random', a checkpoint folder or a weights file")
+            raise ConfigError(f"--encoder {encoder}: expected 'random', a pretrain run folder, a checkpoint folder "
+                              "or a weights file")
     if trunk.spatial_dims != 3:
         raise ConfigError(f"--encoder {encoder}: the encoder has spatial_dims={trunk.spatial_dims}; 3D segmentation "
-                          "needs a 3D encoder (pretrain with spatial_dims 3, or start from 'random')")
+                          "needs a 3D encoder (pretrain on 3D tasks only, or start from 'random')")
     return trunk
+
+
+def _checkpoint_folder(path: Path) -> Path:
+    """``path`` itself when it holds ``config.json``, else a pretrain run's ``model/``."""
+    from ..models.checkpoint import CONFIG_NAME
+    from ..training.checkpoint import latest_checkpoint
+
+    if (path / CONFIG_NAME).is_file():
+        return path
+    if (path / MODEL_DIR / CONFIG_NAME).is_file():
+        return path / MODEL_DIR
+    if latest_checkpoint(path) is not None:
+        raise ConfigError(f"--encoder {path}: the pretrain run has checkpoints but no {MODEL_DIR}/{CONFIG_NAME} yet; "
+                          "let `medfoundry pretrain` finish (run it again to resume) first")
+    raise ConfigError(f"--encoder {path}: expected a pretrain run folder (with {MODEL_DIR}/{CONFIG_NAME}) or a "
+                      f"checkpoint folder (with {CONFIG_NAME})")
 
 
 def build_network(trunk, modality: str, channels: int, out_channels: int, norm: str = "instance"):

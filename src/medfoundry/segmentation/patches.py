@@ -48,15 +48,17 @@ class PatchSampler:
         foreground_fraction: share of patches centred on foreground (a random class present in
             the case, then one of its voxels), the rest centred uniformly.
         augment: apply the MONAI augmentation pipeline.
+        cache_bytes: keep the decoded cases in memory when they all fit in this many bytes
+            (multi-task pretraining splits one budget between its 3D tasks).
     """
 
     def __init__(self, task: VolumeTask, indices: Sequence[int], patch: Sequence[int],
-                 foreground_fraction: float = 0.5, augment: bool = True):
+                 foreground_fraction: float = 0.5, augment: bool = True, cache_bytes: int = _CACHE_BYTES):
         self.task, self.indices = task, list(indices)
         self.patch = tuple(int(p) for p in patch)
         self.foreground_fraction = float(foreground_fraction)
         total = sum(task.cases[i].size for i in self.indices) * (task.channels * 4 + 1)
-        self._keep = total <= _CACHE_BYTES
+        self._keep = total <= cache_bytes
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._foreground: dict[int, dict[int, np.ndarray]] = {}
         self.augment = _augmentation(self.patch) if augment else None
@@ -81,6 +83,10 @@ class PatchSampler:
 
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """One patch: image (C, *patch) float32, label (*patch) uint8."""
+        return self.draw(rng)[1:]
+
+    def draw(self, rng: np.random.Generator) -> tuple[int, np.ndarray, np.ndarray]:
+        """One patch with the index of its case: ``(case, image (C, *patch), label (*patch))``."""
         index = self.indices[int(rng.integers(len(self.indices)))]
         image, label = self._case(index)
         shape = label.shape
@@ -97,10 +103,10 @@ class PatchSampler:
         img = crop_with_padding(image, start, crop)
         lab = crop_with_padding(label, start, crop)
         if self.augment is None:
-            return img, lab
+            return index, img, lab
         self.augment.set_random_state(seed=int(rng.integers(2**31)))
         out = self.augment({"image": img, "label": lab[None]})
-        return (np.asarray(out["image"], dtype=np.float32),
+        return (index, np.asarray(out["image"], dtype=np.float32),
                 np.asarray(out["label"], dtype=np.float32)[0].round().astype(np.uint8))
 
     def batch(self, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -113,6 +113,8 @@ def train_segmentation(cfg: SegmentConfig, run: str | Path, *, progress: bool = 
 
     torch.manual_seed(cfg.seed)
     trunk = build_trunk(cfg.encoder, cfg.encoder_name, cfg.encoder_kwargs, cfg.adapter_channels)
+    # which pretrained stem the task's channels enter through (models/stems.py fallback rule)
+    stem = trunk.adapters.resolve(task.modality, task.channels)
     out_channels = len(regions) if regions else task.num_classes
     net = build_network(trunk, task.modality, task.channels, out_channels, cfg.decoder_norm).to(device)
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -203,6 +205,7 @@ def train_segmentation(cfg: SegmentConfig, run: str | Path, *, progress: bool = 
     summary = {"task": task.name, "steps": step, "seconds": round(elapsed(), 2), "budget_seconds": budget,
                "step_seconds": None if step_seconds is None else round(step_seconds, 4),
                "val_cases": scored, "val_dice": scores, "device": str(device),
+               "encoder": cfg.encoder, "input_stem": {"key": stem.key, "rule": stem.rule},
                "threads": torch.get_num_threads(), "load_average": list(os.getloadavg())}
     atomic_write_json(run / "summary.json", summary)
     logger.close()

@@ -19,6 +19,15 @@ Target and prediction: a label map (X, Y, Z) of class indices, int64. Metrics ar
 :mod:`medfoundry.tasks.segmentation` (per-class Dice, HD95 in mm from the case spacing);
 training and prediction are ``medfoundry segment train`` / ``predict``
 (:mod:`medfoundry.segmentation`), whose 3D network is not a pooled-feature head.
+
+Multi-task pretraining (``medfoundry pretrain``) takes these tasks too: the head is the dense
+:class:`~medfoundry.models.heads.SegmentationHead` of 2D segmentation (softmax classes,
+(CE / ln C + batch Dice) / 2) on the shared 3D decoder. The hooks below give the trainer what
+a ``database.yaml`` task gets from the database: a model :class:`~medfoundry.data.TaskSpec`
+(:meth:`stored_spec`, ``image_size`` = the training patch, ``extra["stored_in"]`` naming the
+manifest), the splits (:meth:`stored_splits`), a resumable stream of foreground-oversampled
+patch batches (:meth:`batch_stream`) and whole-volume predictions for validation
+(:meth:`predict_split`, sliding window); see :mod:`medfoundry.training.patches3d`.
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..data.volumes3d import MANIFEST, SPLITS, VolumeTask, volume_task_problems
-from ..errors import ConfigError, DataError
+from ..errors import DataError
 from . import register_kind
 from .base import format_items
 from .segmentation import SegmentationKind
@@ -38,14 +47,12 @@ from .segmentation import SegmentationKind
 __all__ = ["Segmentation3dKind"]
 
 _CHUNK_VOXELS = 32 * 2**20  # labels scanned per step by the inspect summary (uint8: 32 MiB)
-_TRAIN_HINT = "3D tasks are trained with `medfoundry segment train` (medfoundry.segmentation)"
 
 
 class Segmentation3dKind(SegmentationKind):
     name = "segmentation3d"
     arrays = ()
     manifest = MANIFEST
-    head = None
 
     # ----------------------------------------------------------------- storage
     def writer(self, folder: Path, spec: Any, n: int):
@@ -59,9 +66,49 @@ class Segmentation3dKind(SegmentationKind):
     def example_target(self, spec: Any, rng: np.random.Generator) -> np.ndarray:
         return rng.integers(spec.num_classes, size=spec.image_size).astype(np.int64)
 
-    def create_head(self, spec: Any, encoder_channels: Any, decoder_channels: int, stride: Any = 4,
-                    **kwargs: Any):
-        raise ConfigError(f"task {spec.name!r} of kind {self.name!r} has no multi-task head: {_TRAIN_HINT}")
+    def invalid_targets(self, spec: Any, db: Any, task: str) -> tuple[str, str, np.ndarray, np.ndarray]:
+        t = VolumeTask.open(db.root, task)
+        labels, k = t._array("labels"), spec.num_classes
+        # one max per case: a case is one contiguous slice of the flat label array
+        hi = np.array([int(np.max(labels[c.offset:c.offset + c.size])) if c.size else 0 for c in t.cases],
+                      dtype=np.int64)
+        bad = np.flatnonzero(hi >= k)
+        return "labels", f"0..{k - 1}", bad, hi[bad]
+
+    # ------------------------------------------------- multi-task pretraining
+    def stored_spec(self, root: Path, task: str, patch: Sequence[int], group: str = "3d") -> Any:
+        """The model's :class:`~medfoundry.data.TaskSpec` of stored task ``task``:
+        ``image_size`` is the training ``patch`` (voxels); ``spacing`` the target spacing when
+        the task was resampled to one; ``group`` keeps these tasks out of the default
+        (``pretrain``) task list, which is 2D."""
+        from ..data.tasks import TaskSpec
+
+        t = VolumeTask.open(root, task)
+        return TaskSpec(t.name, self.name, tuple(t.classes), t.modality, 3, tuple(int(p) for p in patch), t.channels,
+                        description=t.description, spacing=t.target_spacing, group=group,
+                        extra={"stored_in": f"tasks/{t.name}/{MANIFEST}"})
+
+    def stored_splits(self, root: Path, task: str) -> dict[str, np.ndarray]:
+        """Case indices per split."""
+        t = VolumeTask.open(root, task)
+        return {s: np.asarray(t.split(s), dtype=np.int64) for s in SPLITS}
+
+    def batch_stream(self, db: Any, task: str, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
+                     **options: Any) -> Any:
+        """Endless, resumable patch batches of the ``train`` split
+        (:class:`~medfoundry.training.patches3d.VolumePatchStream`; ``options``: ``foreground``,
+        ``augment``, ``cache_bytes``)."""
+        from ..training.patches3d import VolumePatchStream
+
+        return VolumePatchStream(VolumeTask.open(db.root, task), db.task(task).image_size, batch_size, seed=seed,
+                                 rank=rank, world_size=world_size, **options)
+
+    def predict_split(self, model: Any, db: Any, task: str, split: str, **options: Any) -> Any:
+        """Whole-volume predictions of ``split`` with their targets
+        (:func:`~medfoundry.training.patches3d.predict_volumes`)."""
+        from ..training.patches3d import predict_volumes
+
+        return predict_volumes(model, VolumeTask.open(db.root, task), db.task(task), split, **options)
 
     # ------------------------------------------------- self-described tasks
     def validate_stored(self, root: Path, task: str, error: Callable, warn: Callable) -> None:

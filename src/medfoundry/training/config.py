@@ -7,6 +7,7 @@ reproduced (``medfoundry pretrain --config RUN/config.yaml``) or resumed from th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..config import ConfigBase
 from ..utils import look_up_option
@@ -32,6 +33,8 @@ class PretrainConfig(ConfigBase):
         database: folder of a :class:`~medfoundry.data.MultiTaskDatabase`.
         out: run folder (config, ``metrics.jsonl``, ``checkpoints/``, ``model/``).
         encoder: encoder name from the encoder registry (``medfoundry.models``).
+        encoder_kwargs: architecture options of the encoder (``widths``, ``depths``, ...), e.g.
+            ``{depths: [1, 1, 1, 1]}`` for a lighter 3D encoder as ``segment train`` uses.
         decoder_channels: width of the shared decoder.
         tasks: task names; ``None`` means every task of ``group="pretrain"``.
         batch_size: samples per task per round (the *global* batch under DDP; it must be a
@@ -67,11 +70,21 @@ class PretrainConfig(ConfigBase):
         log_every: write a ``metrics.jsonl`` line every N rounds.
         tensorboard: also log to TensorBoard (needs the ``tensorboard`` package).
         progress: show a rich progress bar.
+        patch: training patch (voxels, NIfTI axis order) of stored 3D tasks
+            (``segmentation3d``: volumes of different shapes, so every round cuts one patch per
+            sample); also their validation window. Unused by 2D tasks.
+        patch_foreground: share of 3D patches centred on a foreground voxel (as
+            ``segment train``), the rest placed uniformly.
+        patch_augment: MONAI spatial and intensity augmentation of 3D patches (the pipeline of
+            ``segment train``).
+        augment: augmentation of 2D training samples: ``none``, ``light`` or ``standard``
+            (:mod:`medfoundry.data.augment`; seeded per draw, so resumes are exact).
     """
 
     database: str | None = None
     out: str | None = None
     encoder: str = "resnet_small"
+    encoder_kwargs: dict[str, Any] = field(default_factory=dict)
     decoder_channels: int = 64
     tasks: list[str] | None = None
     batch_size: int = 16
@@ -97,6 +110,10 @@ class PretrainConfig(ConfigBase):
     log_every: int = 1
     tensorboard: bool = False
     progress: bool = True
+    patch: tuple[int, int, int] = (32, 32, 32)
+    patch_foreground: float = 0.5
+    patch_augment: bool = True
+    augment: str = "none"
 
     def validate(self) -> None:
         """Raise :class:`~medfoundry.errors.ConfigError` naming the field, the expected and the found value."""
@@ -111,6 +128,7 @@ class PretrainConfig(ConfigBase):
                 raise bad("tasks", "unique task names")
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
         self.loss_weights = {str(k): float(v) for k, v in dict(self.loss_weights or {}).items()}
+        self.encoder_kwargs = dict(self.encoder_kwargs or {})
         for name in ("batch_size", "rounds", "decoder_channels", "keep_checkpoints", "log_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -140,3 +158,14 @@ class PretrainConfig(ConfigBase):
             raise bad("eval_max_samples", "an integer >= 1 or null")
         if any(w < 0 for w in self.loss_weights.values()):
             raise bad("loss_weights", "non-negative weights")
+        try:
+            self.patch = tuple(int(p) for p in self.patch)  # type: ignore[assignment]
+        except (TypeError, ValueError):
+            raise bad("patch", "3 integers (voxels)") from None
+        if len(self.patch) != 3 or min(self.patch) < 8:
+            raise bad("patch", "3 sizes >= 8 voxels")
+        if not 0.0 <= float(self.patch_foreground) <= 1.0:
+            raise bad("patch_foreground", "a share in [0, 1]")
+        from ..data.augment import check_level
+
+        check_level(self.augment, where="config field 'augment'")

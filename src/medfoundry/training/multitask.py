@@ -16,6 +16,11 @@ shared gradient's norm is clipped to ``grad_clip``, and each head's own gradient
 
 The learning rate is a pure function of the round (linear warm-up, cosine decay), so the
 schedule's state is the round counter.
+
+Stored 3D tasks (``segmentation3d``, volumes of different shapes) enter the same round: their
+kind supplies a stream of fixed-size patch batches (``batch_stream``) and whole-volume
+validation predictions (``predict_split``); see :mod:`.patches3d`. Every task of a run shares
+the model's ``spatial_dims``.
 """
 
 from __future__ import annotations
@@ -155,12 +160,10 @@ class MultiTaskTrainer:
                           for t in self.tasks}
         self.schedule = WarmupCosine(config.lr, config.rounds, config.warmup_rounds, config.min_lr_ratio)
 
-        datasets = {t: TaskDataset(db, t, "train") for t in self.tasks}
-        self.streams = {t: ShardedBatchStream(datasets[t], config.batch_size, seed=stream_seed(config.seed, t),
-                                              rank=self.dist.rank, world_size=self.dist.world_size)
-                        for t in self.tasks}
+        streams = _task_streams(db, self.tasks, config, self.dist)
+        self.streams = {t: s for t, (s, _) in streams.items()}
         self.sampler = TaskSampler(self.tasks, config.sampling, config.tasks_per_round,
-                                   sizes={t: len(d) for t, d in datasets.items()}, seed=config.seed)
+                                   sizes={t: n for t, (_, n) in streams.items()}, seed=config.seed)
         self.round = 0
         self.resumed_from: Path | None = None
         self._pool = ThreadPoolExecutor(config.num_workers) if config.num_workers > 0 else None
@@ -396,6 +399,32 @@ class PlainProgress:
         print(f"{self.label}: {done}/{self.total} ({elapsed:.0f} s){'  ' + info if info else ''}", flush=True)
 
 
+def _task_streams(db: MultiTaskDatabase, tasks: Sequence[str], config: PretrainConfig, dist: DistContext
+                  ) -> dict[str, tuple[Any, int]]:
+    """Each task's batch stream and train-split size. A kind with a ``batch_stream`` hook (the
+    stored 3D kind: patches of ``config.patch``) makes its own; the others read samples
+    whole through :class:`~medfoundry.data.loading.TaskDataset`."""
+    from ..tasks import get_kind
+    from .patches3d import CACHE_BYTES
+
+    hooks = {t: getattr(get_kind(db.task(t).kind), "batch_stream", None) for t in tasks}
+    own = sum(h is not None for h in hooks.values())
+    out: dict[str, tuple[Any, int]] = {}
+    for t in tasks:
+        seed = stream_seed(config.seed, t)
+        if hooks[t] is not None:
+            # one in-memory budget of decoded volumes for the whole run, not one per task
+            stream = hooks[t](db, t, config.batch_size, seed, rank=dist.rank, world_size=dist.world_size,
+                              foreground=config.patch_foreground, augment=config.patch_augment,
+                              cache_bytes=CACHE_BYTES // own)
+            out[t] = (stream, len(stream))
+        else:
+            dataset = TaskDataset(db, t, "train", augment=config.augment)
+            out[t] = (ShardedBatchStream(dataset, config.batch_size, seed=seed, rank=dist.rank,
+                                         world_size=dist.world_size), len(dataset))
+    return out
+
+
 def _progress(enabled: bool):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -419,12 +448,14 @@ def evaluate(model: nn.Module, db: MultiTaskDatabase, split: str = "val", tasks:
         chance: also report ``<primary_metric>_chance``, the kind's analytic chance level
             (:func:`medfoundry.evaluation.tasks.chance_level`).
         predictor: the inference step (default the plain forward; see
-            :mod:`medfoundry.inference.predictors`).
+            :mod:`medfoundry.inference.predictors`). Stored 3D tasks are predicted whole by
+            their kind (``predict_split``: sliding window over each case) and ignore it.
 
     Returns:
         ``{task: {metric: value}}``.
     """
     from ..evaluation.tasks import chance_level, primary_metric, task_metrics
+    from ..tasks import get_kind
 
     if tasks is None:
         tasks = [t for t in model.heads if t in db.tasks]
@@ -439,9 +470,14 @@ def evaluate(model: nn.Module, db: MultiTaskDatabase, split: str = "val", tasks:
             head = model.heads[task]
             home = next(head.parameters()).device if any(True for _ in head.parameters()) else device
             head.to(device)
+            stored = getattr(get_kind(db.task(task).kind), "predict_split", None)
             try:
-                out = predict_task(model, db, task, split, max_samples=max_samples, batch_size=batch_size,
-                                   device=device, predictor=predictor, autocast_dtype=autocast_dtype)
+                if stored is not None:
+                    out = stored(model, db, task, split, max_samples=max_samples, device=device,
+                                 autocast_dtype=autocast_dtype)
+                else:
+                    out = predict_task(model, db, task, split, max_samples=max_samples, batch_size=batch_size,
+                                       device=device, predictor=predictor, autocast_dtype=autocast_dtype)
             finally:
                 head.to(home)
             if not out.preds:

@@ -16,6 +16,7 @@ from .checkpoint import latest_checkpoint
 from .config import RESUMABLE_OVERRIDES, PretrainConfig
 from .distributed import barrier, init_distributed, shutdown
 from .multitask import MultiTaskTrainer, resolve_tasks
+from .run_database import open_run_database
 
 __all__ = ["pretrain", "pretrain_demo", "build_model", "CONFIG_FILE", "FINAL_METRICS_FILE", "MODEL_DIR"]
 
@@ -34,7 +35,18 @@ def build_model(specs: Sequence[TaskSpec], config: PretrainConfig) -> nn.Module:
     if len(dims) != 1:
         raise ConfigError(f"tasks mix spatial_dims {sorted(dims)}; pretrain 2D and 3D tasks in separate runs")
     return FoundationModel(encoder=config.encoder, tasks=list(specs), spatial_dims=dims.pop(),
-                           decoder_channels=config.decoder_channels)
+                           decoder_channels=config.decoder_channels, **config.encoder_kwargs)
+
+
+def _check_dims(db: MultiTaskDatabase, tasks: Sequence[str]) -> None:
+    """One encoder serves one ``spatial_dims``: refuse a run that mixes 2D and 3D tasks before
+    anything is written (2D and 3D kernels are different tensors, so they cannot share weights)."""
+    by_dims: dict[int, list[str]] = {}
+    for t in tasks:
+        by_dims.setdefault(db.task(t).spatial_dims, []).append(t)
+    if len(by_dims) > 1:
+        detail = "; ".join(f"{d}D: {', '.join(names)}" for d, names in sorted(by_dims.items()))
+        raise ConfigError(f"tasks mix spatial_dims ({detail}); pretrain 2D and 3D tasks in separate runs")
 
 
 def _resume_config(config: PretrainConfig, out: Path, db: MultiTaskDatabase) -> PretrainConfig:
@@ -60,6 +72,10 @@ def pretrain(config: PretrainConfig, model_factory: ModelFactory | None = None) 
     intervals and a few other fields that do not change a round's arithmetic may be changed).
     Works under ``torchrun`` (one process per device; see :mod:`.distributed`).
 
+    Stored 3D tasks (``segmentation3d``, group ``3d``: name them in ``tasks``) train on patches
+    of ``config.patch`` and validate on whole volumes (:mod:`.patches3d`); every task of a run
+    shares ``spatial_dims`` (a mix is refused before anything is written).
+
     Args:
         config: the run configuration; ``database`` and ``out`` are required.
         model_factory: builds the model from the task specs (default :func:`build_model`).
@@ -67,14 +83,16 @@ def pretrain(config: PretrainConfig, model_factory: ModelFactory | None = None) 
     if not config.database or not config.out:
         raise ConfigError("pretrain needs both 'database' (--database) and 'out' (--out)")
     out = Path(config.out)
-    db = MultiTaskDatabase.open(config.database)
+    db = open_run_database(config.database, config.patch)
     resuming = latest_checkpoint(out) is not None
     if resuming:
         if not (out / CONFIG_FILE).is_file():
             raise ConfigError(f"{out}: has checkpoints but no {CONFIG_FILE}; cannot resume safely")
         config = _resume_config(config, out, db)
+        db = open_run_database(config.database, config.patch)  # the saved patch sizes the 3D specs
     else:
         config = config.replace(tasks=resolve_tasks(db, config.tasks))
+    _check_dims(db, config.tasks or [])
     check_targets(db, config.tasks or [])  # before any file is written or any round is trained
     device = resolve_device(config.device)
     import torch.distributed
