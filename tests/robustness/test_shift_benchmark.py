@@ -57,7 +57,7 @@ def test_heads_verdicts_use_the_shared_resamples():
                                 "ci": [p[c] - none[c] - 0.01, p[c] - none[c] + 0.01]}} for c in cond}
             for m, p in points.items()}
     v = bench._verdicts(points, reps, rows, ["bias", "blur"], [1, 3, 5], ["none", "tta", "bad"])
-    assert v["middle"] == 3 and abs(v["lost"] - 0.2) < 1e-9
+    assert v["middle"] == 3 and abs(v["lost"] - 0.2) < 1e-9 and v["significant_loss"]
     assert abs(v["recovered"]["tta"]["fraction"] - 0.55) < 1e-9 and v["best"] == "tta"
     lo, hi = v["recovered"]["tta"]["ci"]
     assert abs(lo - 0.55) < 1e-9 and abs(hi - 0.55) < 1e-9  # the jitter is shared: paired, so no width
