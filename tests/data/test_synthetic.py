@@ -8,11 +8,13 @@ import pytest
 from medfoundry.data import MultiTaskDatabase
 from medfoundry.data.synthetic import (
     CATALOG,
+    SCALES,
     SYNTHETIC_TASKS,
     list_synthetic_tasks,
     make_synthetic_database,
     synthetic_task_spec,
 )
+from medfoundry.data.synthetic import build
 from medfoundry.data.synthetic._common import boxes_from_instances, sample_rng, stratified_splits
 from medfoundry.data.tasks import Modality, TaskKind
 from medfoundry.errors import ConfigError, DataError
@@ -77,6 +79,34 @@ def test_specs_geometry_and_spacing():
     assert synthetic_task_spec("stain_nuclei_seg").channels == 3
     assert synthetic_task_spec("fundus_lesion_cls").spacing is None
     assert synthetic_task_spec("fundus_lesion_cls").extra["role"] == "out-of-domain"
+
+
+def test_bench_scale_sizes_without_building_it():
+    """bench: 64 px, >= 10,000 train and >= 2,000 test images per downstream task (1 % >= 100)."""
+    assert synthetic_task_spec("mri_lesion_size_cls", "bench") == synthetic_task_spec("mri_lesion_size_cls", "small")
+    for task in CATALOG:
+        n = build._count(task, dict(SCALES["bench"]))
+        if task.group == "pretrain":
+            assert n >= 10_000, task.name
+            continue
+        # downstream strata are the labels, which cycle with the index (see catalog.py)
+        splits = stratified_splits(np.arange(n) % len(task.classes), np.random.default_rng(0))
+        sizes = {k: len(v) for k, v in splits.items()}
+        assert sizes["train"] >= 10_000 and sizes["test"] >= 2_000 and sizes["val"] >= 2_000, (task.name, sizes)
+        assert int(0.01 * sizes["train"]) >= 100
+    assert build._count(BY_NAME["mri_tissue_seg"], dict(SCALES["full"])) == 5 * BY_NAME["mri_tissue_seg"].n_small
+
+
+def test_worker_count_does_not_change_a_byte(tmp_path, monkeypatch):
+    monkeypatch.setattr(build, "_CHUNK", 3)  # several chunks per task, spread over both workers
+    kw = dict(seed=2, scale="bench", image_size=32, _n_override=8, progress=False,
+              tasks=["stain_atypia_cls", "xray_nodule_det"])
+    make_synthetic_database(tmp_path / "one", workers=1, **kw)
+    make_synthetic_database(tmp_path / "two", workers=2, **kw)
+    a, b = _files(tmp_path / "one"), _files(tmp_path / "two")
+    assert a.keys() == b.keys() and all(a[k] == b[k] for k in a), [k for k in a if a[k] != b[k]]
+    with pytest.raises(ConfigError, match="workers"):
+        make_synthetic_database(tmp_path / "bad", workers=0, **kw)
 
 
 # --------------------------------------------------------------------------- determinism
@@ -197,11 +227,14 @@ _INFORMATIVE = {
 }
 
 
+@pytest.mark.parametrize("scale", ["small", "bench"])
 @pytest.mark.parametrize("name", list(_INFORMATIVE))
-def test_downstream_labels_need_the_concept_not_global_intensity(name):
+def test_downstream_labels_need_the_concept_not_global_intensity(name, scale):
     task = BY_NAME[name]
     n = 120
-    samples = [task.sample(sample_rng(0, name, i), i, 64) for i in range(n)]
+    # bench: the last 120 of its 16,680 samples (the first ones are small's), not the whole build
+    last = build._count(task, dict(SCALES[scale]))
+    samples = [task.sample(sample_rng(0, name, i), i, SCALES[scale]["image_size"]) for i in range(last - n, last)]
     images = np.stack([s[0] for s in samples]).astype(np.float64)
     y = np.array([s[1] for s in samples])
     chance = 1.0 / len(task.classes)
@@ -211,7 +244,8 @@ def test_downstream_labels_need_the_concept_not_global_intensity(name):
     acc_mean = _cv_balanced_accuracy(mean, y, lam=1.0)
     acc_pixels = _cv_balanced_accuracy(pixels, y, lam=10.0)
     acc_info = _cv_balanced_accuracy(informative, y, lam=1e-3)
-    print(f"{name}: chance {chance:.2f} mean {acc_mean:.2f} pixels {acc_pixels:.2f} informative {acc_info:.2f}")
+    print(f"{name} ({scale}): chance {chance:.2f} mean {acc_mean:.2f} pixels {acc_pixels:.2f} "
+          f"informative {acc_info:.2f}")
     assert acc_info >= 0.85, acc_info
     assert acc_mean <= chance + 0.2, acc_mean
     assert acc_pixels <= chance + 0.25, acc_pixels

@@ -5,6 +5,9 @@
 ==========================  ===================================================================
 ``random``                  random init of ``TransferConfig.encoder`` (the baseline)
 ``random:<arch>``           random init of another registered architecture
+``classical``               no network: intensity and texture statistics
+                            (:mod:`medfoundry.transfer.classical`) under the frozen probe;
+                            frozen mode, classification and multilabel tasks only
 ``single:<task>``           single-task baseline: pretrain on ``<task>`` alone with
                             :func:`medfoundry.training.pretrain` (``single_task_rounds``
                             rounds) into ``OUT/encoders/single_<task>``, then transfer
@@ -15,8 +18,8 @@
 ``LABEL=<any of the above>`` the same, shown as ``LABEL`` in results and plots
 ==========================  ===================================================================
 
-The *kind* recorded with every result (``random``, ``single-task``, ``multi-task``,
-``weights``) comes from the checkpoint: a model pretrained on more than one task is
+The *kind* recorded with every result (``random``, ``classical``, ``single-task``,
+``multi-task``, ``weights``) comes from the checkpoint for a pretrained encoder: a model pretrained on more than one task is
 ``multi-task``, on exactly one ``single-task``; a plain state dict is ``weights``.
 """
 
@@ -34,9 +37,10 @@ from ..data.tasks import TaskSpec
 from ..errors import ConfigError
 from .config import TransferConfig
 
-__all__ = ["EncoderSource", "parse_encoder", "build_model", "prepare_encoder", "ENCODER_KINDS"]
+__all__ = ["EncoderSource", "parse_encoder", "build_model", "prepare_encoder", "not_applicable", "drop_inapplicable",
+           "ENCODER_KINDS"]
 
-ENCODER_KINDS = ("random", "single-task", "multi-task", "weights")
+ENCODER_KINDS = ("random", "classical", "single-task", "multi-task", "weights")
 _LABEL = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
@@ -91,6 +95,8 @@ def parse_encoder(text: str, cfg: TransferConfig | None = None) -> EncoderSource
         label, raw = (s.strip() for s in raw.split("=", 1))
         if not _LABEL.match(label):
             raise ConfigError(f"--encoder {text!r}: label {label!r} may hold letters, digits, '_', '-', '.' only")
+    if raw == "classical":
+        return EncoderSource(label or "classical", "classical", text)
     if raw == "random" or raw.startswith("random:"):
         arch = raw.split(":", 1)[1] if ":" in raw else cfg.encoder
         from ..models import list_encoders
@@ -159,6 +165,13 @@ def build_model(source: EncoderSource, spec: TaskSpec, cfg: TransferConfig, seed
     """
     from ..models import FoundationModel, load_encoder, load_encoder_state
 
+    if source.kind == "classical":
+        from .classical import ClassicalEncoder
+
+        torch.manual_seed(seed)
+        model = ClassicalEncoder()
+        model.add_task(spec)
+        return model
     if source.kind == "random":
         torch.manual_seed(cfg.init_seed + seed)
         model = FoundationModel(source.arch or cfg.encoder, spatial_dims=spec.spatial_dims,
@@ -186,6 +199,38 @@ def build_model(source: EncoderSource, spec: TaskSpec, cfg: TransferConfig, seed
     torch.manual_seed(seed)
     model.add_task(spec)
     return model
+
+
+def not_applicable(source: EncoderSource, spec: TaskSpec, mode: str) -> str | None:
+    """Why ``source`` cannot run ``mode`` on ``spec`` (``None``: it can)."""
+    if source.kind != "classical":
+        return None
+    from ..tasks import get_kind
+
+    if mode != "frozen":
+        return "the classical baseline has no network to fine-tune (frozen mode only)"
+    if not get_kind(spec.kind).pooled:
+        return f"the classical baseline predicts one output per image; {spec.kind.value} needs feature maps"
+    if spec.spatial_dims != 2:
+        return f"the classical baseline describes 2D images; task {spec.name!r} is {spec.spatial_dims}D"
+    return None
+
+
+def drop_inapplicable(plan: list[tuple[str, EncoderSource, str, int, float]], specs: dict[str, TaskSpec]
+                      ) -> tuple[list[tuple[str, EncoderSource, str, int, float]], list[dict[str, Any]]]:
+    """``plan`` without the runs :func:`not_applicable` rules out, and one record per skipped
+    (task, encoder, mode): ``{"task", "encoder", "mode", "runs", "reason"}`` (for config.json)."""
+    kept, skipped = [], {}
+    for run in plan:
+        task, src, mode = run[0], run[1], run[2]
+        reason = not_applicable(src, specs[task], mode)
+        if reason is None:
+            kept.append(run)
+        else:
+            entry = skipped.setdefault((task, src.label, mode), {"task": task, "encoder": src.label, "mode": mode,
+                                                                  "runs": 0, "reason": reason})
+            entry["runs"] += 1
+    return kept, list(skipped.values())
 
 
 def _wrap_trunk(trunk: Any, cfg: TransferConfig) -> Any:
