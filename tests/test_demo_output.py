@@ -36,7 +36,7 @@ def fast_stages(monkeypatch):
         calls.append("transfer")
         Path(out).mkdir(parents=True, exist_ok=True)
 
-    def build_report(folder, title=""):
+    def build_report(folder, title="", **kwargs):
         path = Path(folder) / "report.html"
         path.write_text("<html></html>")
         return path
@@ -103,3 +103,26 @@ def test_plain_progress_spacing(capsys):
     quiet = PlainProgress("rounds", 10, enabled=False)
     quiet.update(10)
     assert capsys.readouterr().out == ""
+
+
+def test_one_seed_summary_is_a_smoke_run_never_met(tmp_path, capsys):
+    from rich.console import Console
+
+    from medfoundry.transfer.results import ResultStore, run_id
+
+    def rec(enc, kind, mode, fraction, value):
+        return {"run_id": run_id("ind", enc, mode, fraction, 0), "status": "ok", "task": "ind",
+                "kind": "classification", "role": "in-domain", "group": "downstream", "encoder": enc,
+                "encoder_kind": kind, "mode": mode, "fraction": fraction, "seed": 0, "n_train": 216,
+                "primary_metric": "balanced_accuracy", "primary": value, "chance": 0.333,
+                "metrics": {"balanced_accuracy": value}, "bootstrap": [value - 0.01, value + 0.01] * 10}
+
+    store = ResultStore(tmp_path)
+    # frozen multi-task at 1 % far above 95 % of the reference: MET by the means, but one seed
+    store.records = [rec("random", "random", "finetune", 1.0, 0.55), rec("mt", "multi-task", "frozen", 0.01, 0.9)]
+    store.save()
+    demo.print_summary(Console(width=400), tmp_path)
+    text = " ".join(capsys.readouterr().out.split())
+    assert "smoke run (1 seed" in text and "not evidence" in text and "benchmarks/data_efficiency.py" in text
+    assert "goal A: INCONCLUSIVE (ind: INCONCLUSIVE)" in text
+    assert ": MET" not in text and "goal A: MET" not in text

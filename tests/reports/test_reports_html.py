@@ -11,8 +11,8 @@ from medfoundry.reports import build_report, goal_verdicts, summarise
 from medfoundry.transfer.results import ResultStore, run_id
 
 
-def _rec(task, role, enc, kind, mode, fraction, seed, value, boot=None):
-    return {"run_id": run_id(task, enc, mode, fraction, seed), "status": "ok", "task": task, "kind": "classification",
+def _rec(task, role, enc, kind, mode, fraction, seed, value, boot=None, val=None):
+    return {"val_primary": val, "run_id": run_id(task, enc, mode, fraction, seed), "status": "ok", "task": task, "kind": "classification",
             "role": role, "group": "downstream", "encoder": enc, "encoder_kind": kind, "mode": mode,
             "fraction": fraction, "seed": seed, "primary_metric": "balanced_accuracy", "primary": value,
             "chance": 0.25, "metrics": {"balanced_accuracy": value}, "n_train": 10, "n_val": 2, "n_test": 5,
@@ -21,30 +21,30 @@ def _rec(task, role, enc, kind, mode, fraction, seed, value, boot=None):
 
 def _records():
     recs = []
-    for seed, (ref_a, ref_b) in enumerate([(0.80, 0.70), (0.82, 0.72)]):
+    for seed, (ref_a, ref_b) in enumerate([(0.80, 0.70), (0.81, 0.71), (0.82, 0.72)]):
         # random-init fine-tuned baseline: in-domain 0.81 mean, out-of-domain 0.71 mean
         for f, scale in ((0.01, 0.5), (0.5, 0.9), (1.0, 1.0)):
             recs.append(_rec("ind", "in-domain", "random", "random", "finetune", f, seed, ref_a * scale))
             recs.append(_rec("ood", "out-of-domain", "random", "random", "finetune", f, seed, ref_b * scale))
-        # multi-task frozen at 1 %: 0.78 and 0.79 -> mean 0.785 >= 0.95 * 0.81 = 0.7695 -> goal A met
+        # multi-task frozen at 1 %: 0.78, 0.79, 0.80 -> every seed 0.02 above 0.95 x its reference -> goal A met
         recs.append(_rec("ind", "in-domain", "mt", "multi-task", "frozen", 0.01, seed, 0.78 + 0.01 * seed))
         recs.append(_rec("ind", "in-domain", "mt", "multi-task", "frozen", 1.0, seed, 0.90))
-        # out-of-domain at 50 %: frozen 0.60, finetune 0.70 -> best 0.70 < 0.71 -> goal B not met
-        recs.append(_rec("ood", "out-of-domain", "mt", "multi-task", "frozen", 0.5, seed, 0.60))
-        recs.append(_rec("ood", "out-of-domain", "mt", "multi-task", "finetune", 0.5, seed, 0.70))
+        # out-of-domain at 50 %: fine-tuning wins on validation and is judged: 0.68 < 0.70..0.72 -> not met
+        recs.append(_rec("ood", "out-of-domain", "mt", "multi-task", "frozen", 0.5, seed, 0.60, val=0.5))
+        recs.append(_rec("ood", "out-of-domain", "mt", "multi-task", "finetune", 0.5, seed, 0.68, val=0.6))
     return recs
 
 
 def test_summary_and_verdicts():
     s = summarise(_records())
     assert s["ind"].reference.mean == pytest.approx(0.81)
-    assert s["ind"].curves[("mt", "frozen")][0.01].mean == pytest.approx(0.785)
+    assert s["ind"].curves[("mt", "frozen")][0.01].mean == pytest.approx(0.79)
     # the frozen multi-task encoder first reaches 0.81 at 100 %
     assert s["ind"].smallest_fraction("mt", "frozen", 0.81) == 1.0
     v = {(x.goal, x.task): x for x in goal_verdicts(s)}
     assert v[("A", "ind")].status == "MET"
     assert v[("B", "ood")].status == "NOT MET"
-    assert "finetune" in v[("B", "ood")].text  # the better mode is the one judged
+    assert "finetune (the mode with the better validation score)" in v[("B", "ood")].text
 
 
 def test_missing_runs_are_not_evaluated():
@@ -77,6 +77,9 @@ def test_build_report_html(tmp_path):
     imgs = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", html)
     assert len(imgs) == 2 and base64.b64decode(imgs[0])[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "plots" / "ind.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "plots" / "ind.pdf").read_bytes()[:5] == b"%PDF-"
+    assert b"<svg" in (tmp_path / "plots" / "ind.svg").read_bytes()
+    assert "Smoke run: these figures are not evidence" in html and "benchmarks/data_efficiency.py" in html
     assert "x.y" in html and "<script" not in html
 
 
@@ -112,7 +115,7 @@ def test_under_trained_baseline_is_flagged(tmp_path):
     store.records = recs
     store.save()
     html = build_report(tmp_path).read_text()
-    assert "in 1 of 2 seeds the baseline&#x27;s best validation score came at its last step (60 steps)" in html
+    assert "in 1 of 3 seeds the baseline&#x27;s best validation score came at its last step (60 steps)" in html
     assert html.count("may be under-trained") == 1
 
 
@@ -121,7 +124,7 @@ def test_goal_thresholds_come_from_the_transfer_config(tmp_path):
     from medfoundry.transfer import TransferConfig
 
     s = summarise(_records())
-    # 0.785 at 1 % is 96.9 % of 0.81: met at the default 95 %, not at 99 %
+    # 0.79 at 1 % is 97.5 % of 0.81: met at the default 95 %, not at 99 %
     strict = {(x.goal, x.task): x for x in goal_verdicts(s, TransferConfig(goal_in_domain_ratio=0.99))}
     assert strict[("A", "ind")].status == "NOT MET" and "99 %" in strict[("A", "ind")].text
     # goal B judged at 100 % instead of 50 %: the 100 % run of mt on ood does not exist

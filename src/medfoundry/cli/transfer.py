@@ -24,7 +24,7 @@ def _fractions(text: str) -> tuple[float, ...]:
 
 
 def transfer(
-    encoder: List[str] = typer.Option(..., "--encoder", "-e", help="random | random:<arch> | single:<task> | RUN | "
+    encoder: List[str] = typer.Option(..., "--encoder", "-e", help="random | random:<arch> | classical | single:<task> | RUN | "
                                       "checkpoint DIR | FILE@<arch>, optionally LABEL=...; repeat for several."),
     database: Path = typer.Option(..., "--database", "-d", help="Database folder."),
     task: Optional[List[str]] = typer.Option(None, "--task", "-t", help="Downstream task; repeat. Default: every "
@@ -61,6 +61,8 @@ def transfer(
     baseline: bool = typer.Option(True, help="Add the random-init baseline if no random encoder is given."),
     report: bool = typer.Option(True, help="Write report.html when the sweep ends."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    workers: int = typer.Option(1, "--workers", "-j", help="Worker processes for the independent runs (each with "
+                                "cores / N torch threads); the results do not depend on N."),
 ) -> None:
     """Transfer encoders to downstream tasks over training-data fractions (frozen probe and/or
     fine-tuning), early-stopped on the validation split, scored on the test split."""
@@ -79,7 +81,8 @@ def transfer(
         probe_multiscale=probe_multiscale,
         single_task_rounds=single_task_rounds, progress=progress)
     console = Console()
-    store = run_sweep(database, list(encoder), out, tasks=list(task) if task else None, config=cfg, baseline=baseline)
+    store = run_sweep(database, list(encoder), out, tasks=list(task) if task else None, config=cfg, baseline=baseline,
+                      workers=workers)
     failed = [r for r in store.records if r.get("status") != "ok"]
     console.print(f"{len(store.records) - len(failed)} runs in {out / 'results.csv'}"
                   + (f" ([red]{len(failed)} failed[/]: rerun to retry)" if failed else ""))

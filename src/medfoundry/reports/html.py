@@ -1,24 +1,16 @@
-"""Self-contained HTML report of a transfer sweep (plots embedded as base64 PNG).
+"""Self-contained HTML report of a transfer sweep, with its figures also as SVG and PDF.
 
 The report answers, per downstream task, the data-efficiency question: at which fraction of
 the training data does a pretrained encoder reach the score the **random-init baseline
-(fine-tuned, 100 % of the training data)** reaches, and it checks two goals plainly:
+(fine-tuned, 100 % of the training data)** reaches. It judges goals A, B and C
+(:mod:`.verdicts`: MET / NOT MET / INCONCLUSIVE from paired intervals, thresholds from the
+sweep's ``config.json``), lists paired encoder comparisons (:func:`paired_comparisons`),
+per-class results and confusion matrices of the key runs (:mod:`.per_class`), and draws one
+panel per mode with the number of training images under each fraction (:mod:`.plots`).
 
-* **Goal A** (in-domain tasks, ``TaskSpec.extra["role"] == "in-domain"``): the *frozen*
-  multi-task encoder trained on 1 % of the data scores >= 95 % of the random-init baseline
-  at 100 %.
-* **Goal B** (out-of-domain tasks, ``role == "out-of-domain"``): the multi-task pretrained
-  encoder (best of its modes) at 50 % of the data scores >= the random-init baseline at 100 %.
-
-The figures (1 %, 95 %, 50 %) are the defaults of ``TransferConfig.goal_*``; a report uses
-those recorded in the sweep's ``config.json``.
-
-A verdict compares means over seeds (all on the test split); the table beside it gives the
-95 % bootstrap CI (seeds x test cases, see :mod:`medfoundry.evaluation.stats`) so a reader
-can see whether the verdict is robust. A verdict whose runs are missing says so instead of
-guessing. Each task also lists paired comparisons (:func:`paired_comparisons`): every
-pretrained encoder against random init, and every multi-task encoder against every
-single-task one, at the same mode and fraction on the seeds both ran.
+A run too small to be evidence (fewer than :data:`EVIDENCE_SEEDS` seeds, or fewer than
+:data:`EVIDENCE_TRAIN` training images per task, e.g. ``make demo``) gets a "smoke run"
+banner that says so and points to the benchmark.
 """
 
 from __future__ import annotations
@@ -40,11 +32,18 @@ from ..evaluation.stats import PairedDifference, mean_ci, paired_seed_difference
 from ..transfer.config import TransferConfig
 from ..transfer.results import RESULTS_JSON, ResultStore
 from ..utils import atomic_write_text
+from .per_class import per_class_section
 from .plots import Curve, efficiency_plot
+from .verdicts import Verdict, goal_status, goal_verdicts, seeds_of
 
-__all__ = ["build_report", "summarise", "goal_verdicts", "paired_comparisons", "Summary", "Verdict", "Comparison"]
+__all__ = ["build_report", "summarise", "goal_verdicts", "paired_comparisons", "smoke_reasons", "Summary", "Verdict",
+           "Comparison", "EVIDENCE_SEEDS", "EVIDENCE_TRAIN", "BENCHMARK_HINT"]
 
 REPORT_NAME = "report.html"
+EVIDENCE_SEEDS = 3  # fewer seeds cannot show the seed-to-seed spread a verdict needs
+EVIDENCE_TRAIN = 1000  # fewer training images per task: 1 % is a handful of images
+BENCHMARK_HINT = ("the evidence is the bench-scale benchmark (`python benchmarks/data_efficiency.py`: 10,000+ "
+                  "training images per task, 3 seeds; its table and verdicts are in the README)")
 
 
 @dataclass
@@ -57,6 +56,7 @@ class Point:
     seeds: int
     still_improving: int = 0  # seeds whose best validation came at the last step (budget ran out)
     max_steps: int = 0
+    val_mean: float = math.nan  # mean validation score: what may choose between modes
     # Per-run figures, sorted by seed, kept for paired comparisons (replicates None when absent).
     seed_ids: tuple[int, ...] = field(default=(), repr=False, compare=False)
     values: np.ndarray | None = field(default=None, repr=False, compare=False)
@@ -76,6 +76,7 @@ class Summary:
     # (encoder, mode) -> fraction -> Point
     curves: dict[tuple[str, str], dict[float, Point]] = field(default_factory=dict)
     encoder_kind: dict[str, str] = field(default_factory=dict)
+    n_train: dict[float, int] = field(default_factory=dict)  # training images per fraction (seed 0's subset)
 
     @property
     def reference(self) -> Point | None:
@@ -89,15 +90,6 @@ class Summary:
         pts = self.curves.get((encoder, mode), {})
         hits = [f for f, p in sorted(pts.items()) if math.isfinite(p.mean) and p.mean >= target]
         return hits[0] if hits else None
-
-
-@dataclass
-class Verdict:
-    goal: str
-    task: str
-    encoder: str
-    status: str  # "MET" | "NOT MET" | "NOT EVALUATED"
-    text: str
 
 
 def _close(a: float, b: float) -> bool:
@@ -129,79 +121,17 @@ def summarise(records: list[dict[str, Any]], level: float = 0.95) -> dict[str, S
             mean, lo, hi = mean_ci(point, level=level) if np.isfinite(point).any() else (np.nan,) * 3
         improving = sum(1 for r in runs if r.get("steps") and r.get("best_step") == r.get("steps"))
         steps = max((int(r.get("steps") or 0) for r in runs), default=0)
+        val = np.array([np.nan if r.get("val_primary") is None else r["val_primary"] for r in runs], dtype=float)
+        val_mean = float(np.nanmean(val)) if np.isfinite(val).any() else math.nan
         out[task].curves.setdefault((enc, mode), {})[frac] = Point(
-            mean, lo, hi, len(runs), improving, steps, tuple(int(r["seed"]) for r in runs), point, arr)
+            mean, lo, hi, len(runs), improving, steps, val_mean, tuple(int(r["seed"]) for r in runs), point, arr)
+        if runs[0].get("n_train") is not None:
+            out[task].n_train.setdefault(frac, int(runs[0]["n_train"]))
     return out
-
-
-def _multitask_encoders(s: Summary) -> tuple[list[str], str]:
-    multi = [e for e, k in s.encoder_kind.items() if k == "multi-task"]
-    if multi:
-        return multi, ""
-    other = [e for e, k in s.encoder_kind.items() if k not in ("random", "single-task")]
-    return other, " (no encoder is marked multi-task; using the pretrained encoders given)"
 
 
 def _fmt(x: float | None, digits: int = 3) -> str:
     return "n/a" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
-
-
-def goal_verdicts(summaries: dict[str, Summary], config: TransferConfig | None = None) -> list[Verdict]:
-    """Goal A and Goal B verdicts, one per (task, multi-task encoder) of the matching role.
-
-    ``config`` supplies the goals' fractions and ratio (default: ``TransferConfig()``'s).
-    """
-    cfg = config or TransferConfig()
-    a_fraction, a_ratio = cfg.goal_in_domain_fraction, cfg.goal_in_domain_ratio
-    b_fraction = cfg.goal_out_of_domain_fraction
-    out: list[Verdict] = []
-    for task, s in summaries.items():
-        if s.role not in ("in-domain", "out-of-domain"):
-            continue
-        goal = "A" if s.role == "in-domain" else "B"
-        ref = s.reference
-        encoders, note = _multitask_encoders(s)
-        if ref is None or not math.isfinite(ref.mean):
-            out.append(Verdict(goal, task, "-", "NOT EVALUATED",
-                               f"no random-init fine-tuned run at 100 % of the data for {task}"))
-            continue
-        if not encoders:
-            out.append(Verdict(goal, task, "-", "NOT EVALUATED", f"no pretrained encoder was run on {task}"))
-            continue
-        for enc in encoders:
-            if goal == "A":
-                threshold = a_ratio * ref.mean
-                pts = s.curves.get((enc, "frozen"), {})
-                p = next((v for f, v in pts.items() if _close(f, a_fraction)), None)
-                what = f"frozen {enc} at {100 * a_fraction:g} %"
-                need = f">= {100 * a_ratio:g} % of random-init at 100 % ({_fmt(ref.mean)}) = {_fmt(threshold)}"
-            else:
-                threshold = ref.mean
-                cands = [(mode, v) for (e, mode), pts in s.curves.items() if e == enc
-                         for f, v in pts.items() if _close(f, b_fraction)]
-                cands = [(m, v) for m, v in cands if math.isfinite(v.mean)]
-                mode, p = max(cands, key=lambda mv: mv[1].mean) if cands else ("-", None)
-                what = f"{enc} ({mode}) at {100 * b_fraction:g} %" if p is not None else enc
-                need = f">= random-init at 100 % = {_fmt(threshold)}"
-            if p is None or not math.isfinite(p.mean):
-                ran = sorted({f for (e, _), pts in s.curves.items() if e == enc for f in pts})
-                frac = a_fraction if goal == "A" else b_fraction
-                mode_txt = "frozen " if goal == "A" else ""
-                out.append(Verdict(goal, task, enc, "NOT EVALUATED",
-                                   f"no {mode_txt}run of {enc} at {100 * frac:g} % (fractions run: "
-                                   f"{', '.join(f'{100 * f:g} %' for f in ran) or 'none'}); add {frac:g} to "
-                                   f"--fractions{note}"))
-                continue
-            met = p.mean >= threshold
-            robust = (p.low >= threshold) if met else (p.high < threshold)
-            ci = f"95 % CI [{_fmt(p.low)}, {_fmt(p.high)}]"
-            tail = "the CI lies entirely on this side" if robust else "the CI straddles the threshold"
-            if s.chance is not None and math.isfinite(ref.low) and ref.low <= s.chance:
-                tail += (f"; caution: the random-init baseline is not distinguishable from chance "
-                         f"({_fmt(s.chance)}), so this comparison says little")
-            out.append(Verdict(goal, task, enc, "MET" if met else "NOT MET",
-                               f"{what}: {s.metric} {_fmt(p.mean)} ({ci}) vs. needed {need}; {tail}{note}"))
-    return out
 
 
 @dataclass
@@ -277,19 +207,22 @@ def _comparison_table(s: Summary) -> str:
 
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;
 color:#222;line-height:1.4;padding:0 1em}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
 table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
 th,td{border:1px solid #ccc;padding:.25em .55em;text-align:right}th{background:#f3f3f3}
 td.l,th.l{text-align:left}.met{color:#0a7a2f;font-weight:600}.notmet{color:#b00020;font-weight:600}
-.na{color:#8a6d00;font-weight:600}pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.8em}
+.inc{color:#8a4f00;font-weight:600}.na{color:#666;font-weight:600}
+pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.8em}
 img{max-width:100%;border:1px solid #eee}.small{color:#666;font-size:.85em}
+.smoke{background:#fff4d6;border:2px solid #d99a00;padding:.6em 1em;margin:1em 0}
+.cms{display:flex;flex-wrap:wrap;gap:1.2em}table.cm td,table.cm th{padding:.15em .45em}
 """
 
 
 def _status_class(status: str) -> str:
-    return {"MET": "met", "NOT MET": "notmet"}.get(status, "na")
+    return {"MET": "met", "NOT MET": "notmet", "INCONCLUSIVE": "inc"}.get(status, "na")
 
 
 def _load_json(path: Path) -> Any:
@@ -313,6 +246,29 @@ def _sweep_config(doc: Any) -> TransferConfig:
         return TransferConfig()
 
 
+def smoke_reasons(records: list[dict[str, Any]], summaries: dict[str, Summary]) -> list[str]:
+    """Why a sweep is too small to be evidence (empty: it is not)."""
+    out = []
+    seeds = seeds_of(summaries)
+    if seeds < EVIDENCE_SEEDS:
+        out.append(f"{seeds} seed{'s' if seeds != 1 else ''} (a verdict needs >= {EVIDENCE_SEEDS})")
+    small = sorted(t for t, s in summaries.items() if max(s.n_train.values(), default=0) < EVIDENCE_TRAIN)
+    if small:
+        most = max((max(summaries[t].n_train.values(), default=0) for t in small), default=0)
+        out.append(f"at most {most} training images on {', '.join(small)} (1 % of that is a handful of images; "
+                   f"a benchmark has >= {EVIDENCE_TRAIN})")
+    return out
+
+
+def _smoke_banner(reasons: list[str]) -> str:
+    if not reasons:
+        return ""
+    return ("<div class='smoke'><b>Smoke run: these figures are not evidence.</b> This sweep is too small to "
+            f"support or refute any goal ({html.escape('; '.join(reasons))}): it shows that the pipeline runs "
+            f"end to end, nothing more. {html.escape(BENCHMARK_HINT[0].upper() + BENCHMARK_HINT[1:])}. "
+            "Its verdicts below are INCONCLUSIVE wherever one seed ran.</div>")
+
+
 def _goal_section(verdicts: list[Verdict], cfg: TransferConfig) -> str:
     a_fraction, a_ratio = cfg.goal_in_domain_fraction, cfg.goal_in_domain_ratio
     b_fraction = cfg.goal_out_of_domain_fraction
@@ -321,32 +277,35 @@ def _goal_section(verdicts: list[Verdict], cfg: TransferConfig) -> str:
              f"<p class='small'>Goal A: on in-domain downstream tasks, the frozen multi-task encoder at "
              f"{100 * a_fraction:g} % of the training data reaches >= {100 * a_ratio:g} % of the "
              f"random-init (fine-tuned) score at 100 %. Goal B: on out-of-domain tasks, the multi-task "
-             f"encoder at {100 * b_fraction:g} % reaches the random-init score at 100 %. "
-             f"All numbers are test-split means over seeds.</p>"]
-    for goal, name in (("A", "Goal A (in-domain)"), ("B", "Goal B (out-of-domain)")):
+             f"encoder at {100 * b_fraction:g} % (its mode chosen by validation score) reaches the random-init "
+             f"score at 100 %. Goal C: in a mode, the multi-task encoder beats every single-task encoder of "
+             f"the same budget on at least two thirds of the downstream tasks, at each task's goal fraction. "
+             f"A check is MET only when the 95 % interval of the paired difference (by seed and test-case "
+             f"resample) lies above the threshold, NOT MET when below, INCONCLUSIVE when it straddles the "
+             f"threshold, when one seed ran, or when the reference is indistinguishable from chance. "
+             f"All numbers are on the test split.</p>"]
+    names = (("A", "Goal A (in-domain)", "no downstream task with role in-domain"),
+             ("B", "Goal B (out-of-domain)", "no downstream task with role out-of-domain"),
+             ("C", "Goal C (multi-task vs single-task)", "no multi-task and single-task encoders to compare"))
+    for goal, name, why_none in names:
         vs = [v for v in verdicts if v.goal == goal]
         if not vs:
-            parts.append(f"<p><b>{name}: NOT EVALUATED</b> - no downstream task with role "
-                         f"{'in-domain' if goal == 'A' else 'out-of-domain'} in these results.</p>")
+            parts.append(f"<p><b>{name}: NOT EVALUATED</b> - {why_none} in these results.</p>")
             continue
-        met = sum(v.status == "MET" for v in vs)
-        evaluated = sum(v.status != "NOT EVALUATED" for v in vs)
-        if evaluated == 0:
-            overall = "NOT EVALUATED"
-        elif met == len(vs):
-            overall = "MET"
-        else:
-            overall = "NOT MET"
+        overall = goal_status(v.status for v in vs)
+        counts = ", ".join(f"{n} {st.lower()}" for st in ("MET", "NOT MET", "INCONCLUSIVE", "NOT EVALUATED")
+                           if (n := sum(v.status == st for v in vs)))
         parts.append(f"<p class='verdict'><b>{name}: <span class='{_status_class(overall)}'>{overall}</span></b>"
-                     f" ({met} of {len(vs)} task/encoder checks met)</p><ul>")
+                     f" ({len(vs)} check{'s' if len(vs) != 1 else ''}: {counts})</p><ul>")
         for v in vs:
+            where = v.task if goal != "C" else f"{v.task} mode"
             parts.append(f"<li><span class='{_status_class(v.status)}'>{e(v.status)}</span> "
-                         f"<b>{e(v.task)}</b>: {e(v.text)}</li>")
+                         f"<b>{e(where)}</b>: {e(v.text)}</li>")
         parts.append("</ul>")
     return "\n".join(parts)
 
 
-def _task_section(s: Summary, png: bytes) -> str:
+def _task_section(s: Summary, png: bytes, records: list[dict[str, Any]], cfg: TransferConfig) -> str:
     e = html.escape
     fracs = sorted({f for pts in s.curves.values() for f in pts})
     ref = s.reference
@@ -366,30 +325,48 @@ def _task_section(s: Summary, png: bytes) -> str:
             reach = "-"
         rows.append(f"<tr><td class='l'>{e(enc)}</td><td class='l'>{e(kind)}</td><td class='l'>{e(mode)}</td>"
                     f"{''.join(cells)}<td>{e(reach)}</td></tr>")
-    head = "".join(f"<th>{100 * f:g} %</th>" for f in fracs)
+    head = "".join(f"<th>{100 * f:g} %" + (f"<br><span class='small'>{s.n_train[f]} images</span>"
+                                           if f in s.n_train else "") + "</th>" for f in fracs)
     ref_txt = ("missing (no random-init fine-tuned run at 100 %)" if ref is None
                else f"{_fmt(ref.mean)} [{_fmt(ref.low)}, {_fmt(ref.high)}]")
     if ref is not None and ref.still_improving:
         ref_txt += (f" - warning: in {ref.still_improving} of {ref.seeds} seeds the baseline's best validation score "
                     f"came at its last step ({ref.max_steps} steps), so it may be under-trained, which flatters "
                     "the pretrained encoders; raise the step budget (--max-steps / --finetune-max-steps)")
+    if ref is not None and s.chance is not None and math.isfinite(ref.low) and ref.low <= s.chance:
+        ref_txt += f" - caution: its interval reaches chance ({_fmt(s.chance)})"
     img = base64.b64encode(png).decode("ascii")
+    links = " ".join(f"<a href='plots/{e(s.task)}.{fmt}'>{fmt.upper()}</a>" for fmt in ("svg", "pdf", "png"))
     return (f"<h2 id='task-{e(s.task)}'>{e(s.task)}</h2>"
             f"<p>kind: {e(s.kind)}; role: {e(str(s.role or '-'))}; metric: <b>{e(s.metric)}</b> (test split); "
-            f"random-init baseline at 100 %: <b>{e(ref_txt)}</b></p>"
+            f"chance: {_fmt(s.chance)}; random-init baseline at 100 %: <b>{e(ref_txt)}</b></p>"
             f"<img alt='data-efficiency plot of {e(s.task)}' src='data:image/png;base64,{img}'>"
+            f"<p class='small'>Figure files: {links}</p>"
             f"<table><tr><th class='l'>encoder</th><th class='l'>kind</th><th class='l'>mode</th>{head}"
             f"<th>smallest fraction reaching random-init 100 %</th></tr>{''.join(rows)}</table>"
-            f"{_comparison_table(s)}")
+            f"{_comparison_table(s)}{per_class_section(records, s.role, cfg)}")
 
 
-def build_report(folder: str | Path, title: str | None = None) -> Path:
-    """Rebuild ``plots/<task>.png`` and ``report.html`` in a sweep folder from its results.
+def _panels(s: Summary) -> dict[str, list[Curve]]:
+    """One panel per mode; every curve is an encoder (dashed: random init)."""
+    panels: dict[str, list[Curve]] = {}
+    for (enc, mode), pts in sorted(s.curves.items(), key=lambda kv: (kv[0][1] != "frozen", kv[0])):
+        fr = sorted(pts)
+        style = "--" if s.encoder_kind.get(enc) == "random" else "-"
+        panels.setdefault({"finetune": "fine-tuned"}.get(mode, mode), []).append(
+            Curve(enc, fr, [pts[f].mean for f in fr], [pts[f].low for f in fr], [pts[f].high for f in fr], style))
+    return panels
+
+
+def build_report(folder: str | Path, title: str | None = None, smoke: bool | None = None) -> Path:
+    """Rebuild ``plots/<task>.{png,svg,pdf}`` and ``report.html`` in a sweep folder from its results.
 
     Args:
         folder: a sweep output folder holding ``results.json`` (and ``config.json``,
             ``versions.json`` when written by :func:`medfoundry.transfer.run_sweep`).
         title: page title (default: the folder name).
+        smoke: force (``True``) or suppress (``False``) the smoke-run banner; default: shown
+            when :func:`smoke_reasons` finds the sweep too small.
 
     Returns:
         Path of the HTML report.
@@ -407,19 +384,18 @@ def build_report(folder: str | Path, title: str | None = None) -> Path:
     config = _load_json(folder / "config.json")
     goals = _sweep_config(config)
     verdicts = goal_verdicts(summaries, goals)
+    reasons = smoke_reasons(store.records, summaries)
+    if smoke is True and not reasons:
+        reasons = ["marked as a smoke run by its caller"]
+    elif smoke is False:
+        reasons = []
     e = html.escape
     sections = []
     for task, s in sorted(summaries.items()):
-        curves = []
-        for (enc, mode), pts in sorted(s.curves.items()):
-            fr = sorted(pts)
-            baseline = s.encoder_kind.get(enc) == "random"
-            curves.append(Curve(f"{enc} / {mode}", fr, [pts[f].mean for f in fr], [pts[f].low for f in fr],
-                                [pts[f].high for f in fr], style="--" if baseline else "-"))
         ref = s.reference
-        png = efficiency_plot(curves, folder / "plots" / f"{task}.png", title=task, metric=s.metric,
-                              reference=None if ref is None else ref.mean, chance=s.chance)
-        sections.append(_task_section(s, png))
+        png = efficiency_plot(_panels(s), folder / "plots" / f"{task}.png", title=task, metric=s.metric,
+                              reference=None if ref is None else ref.mean, chance=s.chance, counts=s.n_train)
+        sections.append(_task_section(s, png, [r for r in store.records if r.get("task") == task], goals))
     versions = _load_json(folder / "versions.json")
     n_ok = sum(r.get("status") == "ok" for r in store.records)
     n_fail = len(store.records) - n_ok
@@ -427,10 +403,12 @@ def build_report(folder: str | Path, title: str | None = None) -> Path:
     title = title or f"Transfer benchmark: {folder.name}"
     body = [
         f"<h1>{e(title)}</h1>",
+        _smoke_banner(reasons),
         f"<p class='small'>Generated {e(now)} from {n_ok} runs"
         f"{f' ({n_fail} failed runs not shown in the plots)' if n_fail else ''}. "
         "Lines: mean over seeds of the primary metric on the test split; bands: 95 % percentile bootstrap "
-        "CI over seeds and test cases. Early stopping used the validation split only.</p>",
+        "CI over seeds and test cases; one panel per mode, the number of training images under each "
+        "fraction. Early stopping used the validation split only.</p>",
         _goal_section(verdicts, goals),
         "<h2>Contents</h2><ul>" + "".join(f"<li><a href='#task-{e(t)}'>{e(t)}</a></li>" for t in sorted(summaries))
         + "</ul>",

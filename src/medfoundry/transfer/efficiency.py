@@ -7,6 +7,12 @@ run (see :mod:`.results`), with ``OUT/config.json`` and ``OUT/versions.json`` be
 (written once the first run succeeds, so a sweep that fails at once leaves a new ``OUT``
 as it found it); a rerun with the same ``OUT`` skips the runs already done.
 
+Runs are independent, so ``workers=N`` spreads them over N processes (``spawn``, each with
+``cores // N`` torch threads): the frozen runs that share one feature extraction (same task,
+encoder and encoder seed) form one job, every fine-tuning run is a job of its own. Every run
+seeds itself, so the records do not depend on N (``tests/transfer/test_sweep_workers.py``);
+they are stored as they finish, and in plan order once the sweep ends.
+
 Example:
     >>> from medfoundry.transfer import run_sweep
     >>> store = run_sweep("demo_out/db", encoders=["random", "mt=demo_out/pretrain"],
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -31,17 +38,19 @@ from .. import __version__
 from ..data.database import MultiTaskDatabase
 from ..data.validate import check_targets
 from ..errors import ConfigError, MedfoundryError
+from ..tasks.base import to_numpy
 from ..evaluation.tasks import chance_level, primary_bootstrap, primary_metric, task_metrics
 from ..training.multitask import PlainProgress
 from ..utils import atomic_write_json, resolve_device
 from .config import TransferConfig
-from .sources import EncoderSource, build_model, parse_encoder, prepare_encoder
+from .sources import EncoderSource, build_model, drop_inapplicable, parse_encoder, prepare_encoder
 from .finetune import run_finetune
 from .loop import TaskData
 from .probe import FeatureCache, extract_features, run_frozen
 from .results import ResultStore, run_id
 
-__all__ = ["run_sweep", "run_transfer", "plan_runs", "reference_only_tasks", "software_versions", "BOOTSTRAP_SEED"]
+__all__ = ["run_sweep", "run_transfer", "plan_runs", "reference_only_tasks", "software_versions", "BOOTSTRAP_SEED",
+           "available_cores", "threads_per_worker"]
 
 # One fixed seed for the test-case resamples, so replicate b is the same resample in every run
 # of a task (what the seed x case bootstrap of the report needs).
@@ -64,6 +73,23 @@ def software_versions(device: torch.device | None = None) -> dict[str, Any]:
         if device.type == "cuda":
             out["gpu"] = torch.cuda.get_device_name(device)
     return out
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (the affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def threads_per_worker(workers: int, cores: int | None = None) -> int:
+    """Torch threads of each of ``workers`` processes: the cores shared out, at least one.
+
+    More threads than free cores make OpenMP threads spin-wait on each other (measured 1.5 s
+    per pretraining round with 1 thread vs up to 50 s with 2 threads when a second process
+    held one of 2 cores), so the pool never oversubscribes.
+    """
+    return max(1, (cores or available_cores()) // max(1, workers))
 
 
 def plan_runs(tasks: Sequence[str], sources: Sequence[EncoderSource], cfg: TransferConfig,
@@ -120,7 +146,7 @@ def _progress(enabled: bool):
 def run_sweep(database: str | Path, encoders: Sequence[str], out: str | Path, tasks: Sequence[str] | None = None,
               config: TransferConfig | None = None, baseline: bool = True, fail_fast: bool = False,
               feature_cache: FeatureCache | None = None, on_run: Callable[[dict[str, Any]], None] | None = None,
-              **overrides: Any) -> ResultStore:
+              workers: int = 1, **overrides: Any) -> ResultStore:
     """Run (or resume) a transfer / data-efficiency sweep.
 
     Args:
@@ -134,6 +160,9 @@ def run_sweep(database: str | Path, encoders: Sequence[str], out: str | Path, ta
             (a failed run is retried when the sweep is resumed).
         feature_cache: share frozen features between calls (default: a new cache).
         on_run: called with each new record.
+        workers: processes running the runs (1: in this process, with its torch threads;
+            N > 1: a ``spawn`` pool, ``cores // N`` threads each; ``feature_cache`` is then
+            not used). The records are the same for every N.
 
     Returns:
         The :class:`ResultStore` of ``out``.
@@ -141,6 +170,8 @@ def run_sweep(database: str | Path, encoders: Sequence[str], out: str | Path, ta
     Raises:
         ConfigError / DataError: bad encoders, tasks or settings.
     """
+    if not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"transfer: --workers {workers!r}: expected an integer >= 1")
     cfg = (config or TransferConfig()).replace(**overrides)
     db = MultiTaskDatabase.open(database)
     if tasks is None:
@@ -174,10 +205,19 @@ def run_sweep(database: str | Path, encoders: Sequence[str], out: str | Path, ta
             "the report's goals are judged against that reference (--no-goal-fractions skips it and the goals)",
             highlight=False, soft_wrap=True)
     plan = plan_runs(tasks, sources, cfg, random_finetune=baseline, roles=roles)
+    # e.g. the classical baseline: frozen mode and pooled kinds only; say what was left out and why
+    plan, not_run = drop_inapplicable(plan, {t: db.task(t) for t in tasks})
+    if not_run:
+        config_doc["not_applicable"] = not_run
+        for s in not_run:
+            Console(stderr=True).print(f"transfer: {s['encoder']} {s['mode']} on {s['task']} skipped: {s['reason']}",
+                                       highlight=False, soft_wrap=True)
     try:
         _sweep(db, database, plan, out, cfg, device, store, feature_cache, fail_fast, on_run,
                lambda: (atomic_write_json(out / "config.json", config_doc),
-                        atomic_write_json(out / "versions.json", software_versions(device))))
+                        atomic_write_json(out / "versions.json", {**software_versions(device),
+                                                                  "sweep_workers": workers})),
+               workers)
     except BaseException:
         if new_folder and not store.done():  # nothing succeeded in a folder this call created: leave no trace
             for name in ("config.json", "versions.json"):
@@ -188,52 +228,149 @@ def run_sweep(database: str | Path, encoders: Sequence[str], out: str | Path, ta
     return store
 
 
-def _sweep(db: MultiTaskDatabase, database: str | Path, plan: list, out: Path,
-           cfg: TransferConfig, device: torch.device, store: ResultStore, feature_cache: FeatureCache | None,
-           fail_fast: bool, on_run: Callable[[dict[str, Any]], None] | None, write_meta: Callable[[], Any]) -> None:
-    """Run the plan; ``write_meta`` writes config.json and versions.json once a run has succeeded."""
-    done = store.done()
-    if done:
-        write_meta()  # a resumed folder already has results: refresh its metadata now
-    meta_written = bool(done)
-    cache = feature_cache if feature_cache is not None else FeatureCache()
-    prepared: dict[str, EncoderSource] = {}
-    lines = PlainProgress("transfer runs", len(plan), cfg.progress)
-    finished = 0
-    with _progress(cfg.progress) as bar:
-        job = bar.add_task("", total=len(plan))
-        current_task, data = None, None
-        for task, src, mode, seed, fraction in plan:
-            rid = run_id(task, src.label, mode, fraction, seed)
-            if rid in done:
-                bar.advance(job)
-                finished += 1
-                continue
-            if task != current_task:
-                cache.drop(lambda k, t=current_task: k[-1] == t)
-                current_task, data = task, TaskData(db, task)
-            if src.label not in prepared:
-                bar.update(job, description=f"preparing encoder {src.label}")
-                prepared[src.label] = prepare_encoder(src, database, out, cfg, db.task(task).spatial_dims)
-            bar.update(job, description=rid)
+Run = tuple  # (task, EncoderSource, mode, seed, fraction)
+
+
+def _jobs(plan: list[Run], done: set[str]) -> list[list[Run]]:
+    """The runs still to do, grouped into jobs (frozen runs sharing features go together), in plan order."""
+    groups: dict[tuple, list[Run]] = {}
+    for k, run in enumerate(plan):
+        task, src, mode, seed, fraction = run
+        if run_id(task, src.label, mode, fraction, seed) in done:
+            continue
+        key = ("frozen", task, src.label, seed if src.kind == "random" else None) if mode == "frozen" else (k,)
+        groups.setdefault(key, []).append(run)
+    return list(groups.values())
+
+
+class _Runner:
+    """Runs jobs in one process: the open database, the current task's data and the frozen features."""
+
+    def __init__(self, database: str | Path, cfg: TransferConfig, device: torch.device,
+                 cache: FeatureCache | None = None):
+        self.db = MultiTaskDatabase.open(database)
+        self.cfg, self.device = cfg, device
+        self.cache = cache if cache is not None else FeatureCache()
+        self.task: str | None = None
+        self.data: TaskData | None = None
+
+    def job(self, runs: list[Run], fail_fast: bool,
+            on_record: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+        """The runs' records; ``on_record`` gets each as soon as it exists (to store it at once)."""
+        out = []
+        for task, src, mode, seed, fraction in runs:
+            if task != self.task:  # hold one task's images (and features) at a time
+                self.cache.drop(lambda k, t=self.task: k[-1] == t)
+                self.task, self.data = task, TaskData(self.db, task)
             try:
-                record = _one_run(db, data, prepared[src.label], mode, seed, fraction, cfg, device, cache)
+                record = _one_run(self.db, self.data, src, mode, seed, fraction, self.cfg, self.device, self.cache)
             except MedfoundryError:
                 raise
             except (RuntimeError, ValueError, FloatingPointError) as err:
                 if fail_fast:
                     raise
-                record = {"run_id": rid, "status": "failed", "task": task, "encoder": src.label, "mode": mode,
-                          "fraction": fraction, "seed": seed, "error": f"{type(err).__name__}: {err}"}
+                record = {"run_id": run_id(task, src.label, mode, fraction, seed), "status": "failed", "task": task,
+                          "encoder": src.label, "mode": mode, "fraction": fraction, "seed": seed,
+                          "error": f"{type(err).__name__}: {err}"}
+            out.append(record)
+            if on_record is not None:
+                on_record(record)
+        return out
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(database: str, cfg: TransferConfig, threads: int) -> None:
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set in this process
+        pass
+    _WORKER["runner"] = _Runner(database, cfg, resolve_device(cfg.device))
+
+
+def _worker_job(runs: list[Run], fail_fast: bool) -> tuple[str, Any]:
+    """A job in a pool process; errors come back as text (exception classes with extra
+    constructor arguments do not survive pickling)."""
+    try:
+        return "ok", _WORKER["runner"].job(runs, fail_fast)
+    except MedfoundryError as err:
+        return "error", str(err)
+    except Exception as err:  # fail_fast: the run's own error, re-raised in the parent
+        return "crash", f"{type(err).__name__}: {err}"
+
+
+def _sweep(db: MultiTaskDatabase, database: str | Path, plan: list, out: Path,
+           cfg: TransferConfig, device: torch.device, store: ResultStore, feature_cache: FeatureCache | None,
+           fail_fast: bool, on_run: Callable[[dict[str, Any]], None] | None, write_meta: Callable[[], Any],
+           workers: int = 1) -> None:
+    """Run the plan; ``write_meta`` writes config.json and versions.json once a run has succeeded."""
+    done = store.done()
+    if done:
+        write_meta()  # a resumed folder already has results: refresh its metadata now
+    state = {"meta": bool(done), "finished": len(plan) - sum(len(j) for j in _jobs(plan, done))}
+    jobs = _jobs(plan, done)
+    prepared: dict[str, EncoderSource] = {}
+    lines = PlainProgress("transfer runs", len(plan), cfg.progress)
+    with _progress(cfg.progress) as bar:
+        bar_job = bar.add_task("", total=len(plan), completed=state["finished"])
+        for runs in jobs:  # single:<task> baselines pretrain here, once, before any run needs them
+            for task, src, *_ in runs:
+                if src.label not in prepared:
+                    bar.update(bar_job, description=f"preparing encoder {src.label}")
+                    prepared[src.label] = prepare_encoder(src, database, out, cfg, db.task(task).spatial_dims)
+        jobs = [[(t, prepared[s.label], m, sd, f) for t, s, m, sd, f in runs] for runs in jobs]
+
+        def record_done(record: dict[str, Any]) -> None:
             store.add(record)
-            if not meta_written and record.get("status") == "ok":
+            if not state["meta"] and record.get("status") == "ok":
                 write_meta()
-                meta_written = True
+                state["meta"] = True
             if on_run is not None:
                 on_run(record)
-            bar.advance(job)
-            finished += 1
-            lines.update(finished, f"{rid} {record['status']}")
+            bar.advance(bar_job)
+            state["finished"] += 1
+            lines.update(state["finished"], f"{record['run_id']} {record['status']}")
+
+        if workers <= 1 or len(jobs) <= 1:
+            runner = _Runner(database, cfg, device, feature_cache)
+            for runs in jobs:
+                task, src, mode, seed, fraction = runs[0]
+                bar.update(bar_job, description=run_id(task, src.label, mode, fraction, seed))
+                runner.job(runs, fail_fast, record_done)
+        else:
+            _pool(database, cfg, jobs, workers, fail_fast, record_done, bar, bar_job)
+    if jobs:  # plan order (earlier sweeps' other runs first): the same file for every N and every resume
+        order = {run_id(t, s.label, m, f, sd): k for k, (t, s, m, sd, f) in enumerate(plan)}
+        store.records.sort(key=lambda r: order.get(r.get("run_id"), -1))
+        store.save()
+
+
+def _pool(database: str | Path, cfg: TransferConfig, jobs: list[list[Run]], workers: int, fail_fast: bool,
+          record_done: Callable[[dict[str, Any]], None], bar: Any, bar_job: Any) -> None:
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    workers = min(workers, len(jobs))
+    # spawn, not fork: a forked child inherits the parent's OpenMP thread pool state and can hang in it
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                               initargs=(str(database), cfg, threads_per_worker(workers)))
+    bar.update(bar_job, description=f"{workers} workers")
+    try:
+        pending = {pool.submit(_worker_job, runs, fail_fast) for runs in jobs}
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                status, payload = fut.result()
+                if status == "error":
+                    raise MedfoundryError(payload)
+                if status == "crash":
+                    raise RuntimeError(f"a transfer run failed in a worker process: {payload}")
+                for record in payload:
+                    record_done(record)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _config_doc(out: Path, database: str | Path, tasks: Sequence[str], sources: Sequence[EncoderSource],
@@ -313,9 +450,23 @@ def _one_run(db: MultiTaskDatabase, data: TaskData, src: EncoderSource, mode: st
         "n_train": int(len(train_idx)), "n_val": int(len(val_idx)), "n_test": int(len(test_idx)),
         "primary_metric": name, "primary": metrics.get(name, math.nan), "chance": chance_level(spec),
         "metrics": metrics, "val_primary": fit.val_primary, "steps": fit.steps, "best_step": fit.best_step,
-        "epochs": round(fit.epochs, 3), "time_s": round(time.perf_counter() - t0, 3),
+        "epochs": round(fit.epochs, 3), "time_s": round(time.perf_counter() - t0, 3), **fit.convergence(),
         "bootstrap": [float(x) for x in boots],
+        **_confusion(spec, result.test_preds, targets),
     }
+
+
+def _confusion(spec: Any, preds: Sequence[Any], targets: Sequence[Any]) -> dict[str, Any]:
+    """``{"classes", "confusion"}`` of a single-label classification run (rows: true class,
+    columns: predicted), for the report's per-class recall / F1 and confusion matrices; ``{}``
+    for the other kinds, whose per-class figures are already among the metrics."""
+    if spec.kind.value != "classification" or not len(preds):
+        return {}
+    k = spec.num_classes
+    pred = np.stack([np.asarray(to_numpy(p), dtype=float).reshape(-1) for p in preds]).argmax(axis=1)
+    true = np.asarray([int(to_numpy(t)) for t in targets], dtype=np.int64)
+    matrix = np.bincount(true * k + pred, minlength=k * k).reshape(k, k)
+    return {"classes": list(spec.classes), "confusion": matrix.tolist()}
 
 
 def run_transfer(encoder: str, database: str | Path, task: str, mode: str = "frozen",

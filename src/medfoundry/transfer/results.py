@@ -16,12 +16,15 @@ A record::
      "chance": float,                                     # chance level of the primary metric
      "metrics": {name: float},                            # every test metric
      "val_primary": float, "steps": int, "best_step": int, "epochs": float, "time_s": float,
-     "bootstrap": [float] * B}                            # primary on B paired test resamples
+     "bootstrap": [float] * B,                            # primary on B paired test resamples
+     "classes": [str], "confusion": [[int]]}              # classification only: test counts, rows true class
 
 A failed run is kept as ``{"run_id", "status": "failed", "error", ...}`` and retried on resume.
 
 Both files are rewritten atomically after every run, so an interrupted sweep resumes by
-skipping the run ids already present with ``status == "ok"``.
+skipping the run ids already present with ``status == "ok"``. A sweep with worker processes
+stores records as they finish and puts them in plan order when it ends, so ``results.json``
+is the same whatever the number of workers.
 """
 
 from __future__ import annotations
