@@ -25,7 +25,8 @@ from .convex_adam import StageTimes
 from .fields import field_to_numpy, identity_grid
 from .methods import MethodInput, get_method
 from .presets import resolve_config
-from .world import Volume, as_volume, save_itk_displacement, save_nifti, voxel_map, warp_points, world_displacement
+from .world import (FIELD_COMPRESSLEVEL, Volume, as_volume, save_itk_displacement, save_nifti, voxel_map,
+                    warp_points, world_displacement)
 
 __all__ = ["RegistrationResult", "register", "register_images", "warp_volume"]
 
@@ -154,7 +155,7 @@ class RegistrationResult:
                 paths["world_field"] = folder / "disp_world_lps.nii.gz"
         affine = self.fixed_grid_affine
         if "field" in paths:
-            save_nifti(paths["field"], self.disp.astype(np.float32), affine)
+            save_nifti(paths["field"], self.disp.astype(np.float32), affine, compresslevel=FIELD_COMPRESSLEVEL)
         if "meta" in paths:
             paths["meta"].parent.mkdir(parents=True, exist_ok=True)
             atomic_write_json(paths["meta"], self.metadata())

@@ -136,6 +136,8 @@ class HybridConfig(MethodConfig):
         inverse_consistency: also estimate the moving -> fixed field and symmetrise both.
         ic_iterations: symmetrisation iterations.
         adam_iterations: instance-optimisation steps (0 skips the fine stage).
+        adam_coarse_iterations: Adam steps at twice ``adam_factor`` (an eighth of the points in
+            3D) before the fine stage, whose start they refine; 0 skips this step.
         adam_factor: resolution divisor of the fine stage (2 = half resolution).
         adam_lr: Adam step size, voxels.
         adam_smooth_radius: half-width of the box filter that smooths the parameters into the
@@ -166,6 +168,7 @@ class HybridConfig(MethodConfig):
     inverse_consistency: bool = True
     ic_iterations: int = 10
     adam_iterations: int = 35
+    adam_coarse_iterations: int = 0
     adam_factor: int = 2
     adam_lr: float = 1.0
     adam_smooth_radius: int = 1
@@ -180,6 +183,7 @@ class HybridConfig(MethodConfig):
         look_up_option(self.affine_model, ("affine", "rigid"), "affine_model")
         self._at_least(1, "mind_dilation", "grid_spacing", "search_step", "adam_factor")
         self._at_least(0, "mind_radius", "search_radius", "adam_iterations", "affine_iterations", "ic_iterations",
+                       "adam_coarse_iterations",
                        "affine_refinements",
                        "adam_smooth_radius", "adam_smooth_passes", "adam_channels")
         self._check(self.grid_spacing % self.search_step == 0,

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import RegistrationError
-from .fields import box_smooth
+from .fields import box_sum
 
 __all__ = ["mind_ssc", "mind_ssc_pairs", "label_features", "pooled_features"]
 
@@ -71,17 +71,27 @@ def mind_ssc(image: torch.Tensor, radius: int = 1, dilation: int = 2,
     padded = F.pad(image, [dilation] * (2 * spatial), mode="replicate")
     pairs = mind_ssc_pairs(spatial)
     # One channel at a time into a preallocated output keeps the peak near one descriptor volume.
+    # Box sums rather than means: MIND divides by the mean over channels, so the (2r+1)^S factor
+    # cancels; the per-voxel minimum and sum over channels accumulate as each channel is made
+    # (contiguous, instead of strided reductions over the channel axis afterwards).
     ssd = torch.empty((image.shape[0], len(pairs)) + shape, device=image.device, dtype=torch.float32)
+    low = total = None
     for index, (a, b) in enumerate(pairs):
         diff = _shift(padded, tuple(dilation * o for o in a), dilation, shape) \
             - _shift(padded, tuple(dilation * o for o in b), dilation, shape)
-        # Separable slice sums: about 3x cheaper than avg_pool3d on CPU, same replicate borders.
-        ssd[:, index:index + 1] = box_smooth(diff * diff, radius)
-    del padded
+        channel = ssd[:, index:index + 1]
+        channel.copy_(box_sum(diff.mul_(diff), radius))
+        if low is None:
+            low, total = channel.clone(), channel.clone()
+        else:
+            torch.minimum(low, channel, out=low)
+            total.add_(channel)
+    del padded, diff
     # Subtracting the per-voxel minimum keeps the best-matching pair at 1 and changes nothing
     # else about the invariance (it scales like ssd).
-    ssd -= ssd.min(dim=1, keepdim=True).values
-    variance = ssd.mean(dim=1, keepdim=True)
+    ssd -= low
+    variance = total.sub_(low, alpha=len(pairs)).div_(len(pairs))
+    del low
     level = float(variance.mean())
     variance.clamp_(min=level * 1e-3 + 1e-12, max=level * 1e3 + 1e-12)
     ssd /= variance

@@ -32,6 +32,7 @@ __all__ = [
     "resize_field",
     "gaussian_smooth",
     "box_smooth",
+    "box_sum",
     "jacobian_determinant",
     "diffusion_penalty",
     "invert",
@@ -182,16 +183,22 @@ def gaussian_smooth(tensor: torch.Tensor, sigma: float | tuple[float, ...]) -> t
     return out
 
 
-def _box_axis(tensor: torch.Tensor, dim: int, radius: int) -> torch.Tensor:
-    """Mean over ``2 * radius + 1`` neighbours along ``dim`` with replicate borders (slices, no pooling)."""
+def _box_axis_sum(tensor: torch.Tensor, dim: int, radius: int) -> torch.Tensor:
+    """Sum over ``2 * radius + 1`` neighbours along ``dim`` with replicate borders (slices, no pooling)."""
     size = tensor.shape[dim]
     first = tensor.narrow(dim, 0, 1)
     last = tensor.narrow(dim, size - 1, 1)
     padded = torch.cat([first] * radius + [tensor] + [last] * radius, dim=dim)
-    total = padded.narrow(dim, 0, size)
-    for shift in range(1, 2 * radius + 1):
-        total = total + padded.narrow(dim, shift, size)
-    return total / (2 * radius + 1)
+    # One new tensor, then in-place adds (same order of additions, so the same rounding).
+    total = padded.narrow(dim, 0, size) + padded.narrow(dim, 1, size)
+    for shift in range(2, 2 * radius + 1):
+        total.add_(padded.narrow(dim, shift, size))
+    return total
+
+
+def _box_axis(tensor: torch.Tensor, dim: int, radius: int) -> torch.Tensor:
+    """Mean over ``2 * radius + 1`` neighbours along ``dim`` with replicate borders (slices, no pooling)."""
+    return _box_axis_sum(tensor, dim, radius).div_(2 * radius + 1)
 
 
 def _box_axis_adjoint(grad: torch.Tensor, dim: int, radius: int) -> torch.Tensor:
@@ -246,6 +253,17 @@ def box_smooth(tensor: torch.Tensor, radius: int, passes: int = 1) -> torch.Tens
     if radius <= 0 or passes <= 0:
         return tensor
     return _BoxSmooth.apply(tensor, int(radius), int(passes))
+
+
+def box_sum(tensor: torch.Tensor, radius: int) -> torch.Tensor:
+    """Separable box sum of half-width ``radius`` voxels over the spatial axes, replicate borders
+    (:func:`box_smooth` times ``(2 * radius + 1) ** S``, one pass; no gradient)."""
+    if radius <= 0:
+        return tensor
+    out = tensor
+    for dim in range(2, tensor.ndim):
+        out = _box_axis_sum(out, dim, int(radius))
+    return out
 
 
 def _gradients(disp: torch.Tensor) -> list[torch.Tensor]:

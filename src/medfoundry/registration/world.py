@@ -191,8 +191,19 @@ def world_displacement(disp: np.ndarray, fixed_affine: np.ndarray, lps: bool = F
     return np.einsum("ij,...j->...i", linear, disp.astype(np.float64)).astype(np.float32)
 
 
-def save_nifti(path: str | Path, array: np.ndarray, affine: np.ndarray, intent: str | None = None) -> Path:
-    """Write ``array`` as NIfTI (``.nii`` or ``.nii.gz``) with ``affine``, atomically."""
+# Float32 displacement fields shrink by only ~9 % under gzip level 1, which cost 0.4 CPU s per
+# 2 mm brain field (7 % of a whole 'medfoundry register' process): they are written as stored
+# gzip blocks (same .nii.gz format, ~10 % larger files). Images and label maps keep level 1.
+FIELD_COMPRESSLEVEL = 0
+
+
+def save_nifti(path: str | Path, array: np.ndarray, affine: np.ndarray, intent: str | None = None,
+               compresslevel: int = 1) -> Path:
+    """Write ``array`` as NIfTI (``.nii`` or ``.nii.gz``) with ``affine``, atomically.
+
+    ``compresslevel`` (0-9) applies to ``.nii.gz``; 0 writes stored (uncompressed) gzip blocks,
+    still a valid ``.nii.gz`` for every reader.
+    """
     import nibabel as nib
 
     path = Path(path)
@@ -208,10 +219,18 @@ def save_nifti(path: str | Path, array: np.ndarray, affine: np.ndarray, intent: 
     if intent is not None:
         image.header.set_intent(intent)
     with atomic_path(path) as tmp:
-        # nibabel picks compression from the suffix, so write under a name that keeps it.
-        real = tmp.with_name(tmp.name + (".nii.gz" if path.name.endswith(".gz") else ".nii"))
-        nib.save(image, str(real))
-        real.replace(tmp)
+        if path.name.endswith(".gz"):
+            import gzip
+
+            # No name or time stamp in the gzip header: the same field gives the same bytes.
+            with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0,
+                                                       compresslevel=int(compresslevel)) as handle:
+                handle.write(image.to_bytes())
+        else:
+            # nibabel picks the format from the suffix, so write under a name that keeps it.
+            real = tmp.with_name(tmp.name + ".nii")
+            nib.save(image, str(real))
+            real.replace(tmp)
     return path
 
 
@@ -227,4 +246,4 @@ def save_itk_displacement(path: str | Path, disp: np.ndarray, fixed_affine: np.n
     if disp.ndim != 4 or disp.shape[-1] != 3:
         raise RegistrationError(f"{path}: a world-space field needs a 3D field (H, W, D, 3), found {disp.shape}")
     lps = world_displacement(disp, fixed_affine, lps=True)
-    return save_nifti(path, lps[:, :, :, None, :], fixed_affine, intent="vector")
+    return save_nifti(path, lps[:, :, :, None, :], fixed_affine, intent="vector", compresslevel=FIELD_COMPRESSLEVEL)
