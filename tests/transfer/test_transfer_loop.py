@@ -84,3 +84,68 @@ def test_goal_fractions_added_by_role():
     both = plan_runs(["a"], src, cfg.replace(modes=("frozen", "finetune")), roles=roles)
     assert sorted(f for _, _, m, _, f in both if m == "finetune") == [0.01, 0.1, 1.0]
     assert reference_only_tasks(["a"], cfg.replace(modes=("frozen", "finetune")), roles) == []
+
+
+def _constant_fit(scores, cfg, n_train=4):
+    lin = nn.Linear(1, 1)
+    opt = torch.optim.SGD(lin.parameters(), lr=0.01)
+    it = iter(scores)
+    return fit([lin], opt, lambda b: (lin(torch.ones(len(b), 1)) - 1.0).pow(2).mean(), lambda: (next(it), 0.0),
+               n_train, cfg, seed=0)
+
+
+def test_plateau_stops_early_and_counts_as_converged():
+    cfg = TransferConfig(batch_size=2, max_epochs=100, min_steps=1, max_steps=100, eval_every=1, patience=3)
+    res = _constant_fit([0.2, 0.6] + [0.6] * 50, cfg)
+    # 0.6 first at step 2, then 3 evaluations without improvement: stop at step 5
+    assert (res.steps, res.best_step, res.stop_reason, res.converged) == (5, 2, "plateau", True)
+    assert res.budget_steps == 100 and res.convergence()["convergence_note"] is None
+
+
+def test_cap_and_epoch_budget_are_flagged_not_converged():
+    rising = [i / 100 for i in range(200)]
+    # 4 samples, batch 2: 2 steps per epoch; 100 epochs = 200 steps > max_steps 10 -> the cap ends it
+    capped = _constant_fit(rising, TransferConfig(batch_size=2, max_epochs=100, min_steps=1, max_steps=10,
+                                                  eval_every=1, patience=3))
+    assert (capped.steps, capped.stop_reason, capped.converged) == (10, "cap", False)
+    assert capped.convergence() == {"budget_steps": 10, "stop_reason": "cap", "converged": False,
+                                    "convergence_note": "may not have converged"}
+    # 3 epochs = 6 steps < max_steps: the epoch budget ends a still-improving run
+    short = _constant_fit(rising, TransferConfig(batch_size=2, max_epochs=3, min_steps=1, max_steps=100,
+                                                 eval_every=1, patience=3))
+    assert (short.steps, short.stop_reason, short.converged) == (6, "epochs", False)
+
+
+def test_budget_scales_with_training_set_size():
+    cfg = TransferConfig()
+    small, large = step_budget(216, cfg), step_budget(10_000, cfg)
+    assert small[1] == cfg.max_epochs * 7 and small[2] == 10  # 7 steps per epoch, eval >= 10 steps
+    assert large[1] == cfg.max_steps and large[2] == 313  # capped; eval once per epoch
+
+
+@pytest.mark.parametrize("task", ["toy_seg", "toy_det"])
+def test_augmented_finetune_is_seeded(toy_db, task):
+    """Same seed -> the same augmented batches -> the same weights; ``none`` trains on the raw rows."""
+    import numpy as np
+
+    from medfoundry.transfer.finetune import run_finetune
+    from medfoundry.transfer.loop import TaskData
+    from medfoundry.transfer.sources import build_model, parse_encoder
+
+    data = TaskData(toy_db, task)
+    rows = np.arange(12)
+    cfg = TransferConfig(batch_size=4, max_epochs=1, min_steps=3, max_steps=3, eval_every=3, augment="standard")
+
+    def run(c):
+        model = build_model(parse_encoder("random"), data.spec, c, seed=0)
+        run_finetune(model, data, rows, rows[:4], rows[:4], c, seed=0, device=torch.device("cpu"))
+        return torch.cat([p.detach().flatten() for p in model.trunk.parameters()])
+
+    first, again, plain = run(cfg), run(cfg), run(cfg.replace(augment="none"))
+    assert torch.equal(first, again)
+    assert not torch.equal(first, plain)
+
+
+def test_augment_field_is_checked():
+    with pytest.raises(ConfigError, match="augment"):
+        TransferConfig(augment="strong")

@@ -58,6 +58,7 @@ def pretrain_command(
     num_workers: Optional[int] = typer.Option(None, help="Threads loading a round's batches."),
     tensorboard: Optional[bool] = typer.Option(None, "--tensorboard/--no-tensorboard", help="Also log to TensorBoard."),
     patch: Optional[str] = typer.Option(None, help="3D tasks: training patch in voxels, 'D,H,W' (default 32,32,32)."),
+    augment: Optional[str] = typer.Option(None, help="2D batch augmentation: none | light | standard (default none)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Multi-task pretraining (memory-decoupled rounds); resumes RUN when it has a checkpoint.
@@ -79,7 +80,7 @@ def pretrain_command(
         database=None if database is None else str(database), out=str(out), tasks=tasks, encoder=encoder,
         rounds=rounds, batch_size=batch_size, lr=lr, sampling=sampling, tasks_per_round=tasks_per_round,
         precision=precision, device=device, seed=seed, eval_every=eval_every, checkpoint_every=checkpoint_every,
-        num_workers=num_workers, tensorboard=tensorboard, progress=progress, patch=_parse_patch(patch),
+        num_workers=num_workers, tensorboard=tensorboard, progress=progress, patch=_parse_patch(patch), augment=augment,
     )
     if not cfg.database:
         raise ConfigError("pretrain: give --database (or a --config naming 'database')")

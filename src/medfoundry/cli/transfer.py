@@ -34,8 +34,8 @@ def transfer(
     seeds: int = typer.Option(3, help="Seeds per fraction (subset, head init, batch order)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (rerun the same command to resume)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum epochs per run (default 50)."),
-    max_steps: Optional[int] = typer.Option(None, help="Maximum optimizer steps per run (default 300)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum epochs per run (default 100)."),
+    max_steps: Optional[int] = typer.Option(None, help="Maximum optimizer steps per run (default 5000)."),
     min_steps: Optional[int] = typer.Option(None, help="Minimum optimizer steps per run (default 30)."),
     finetune_max_steps: Optional[int] = typer.Option(None, help="Lower step cap for fine-tuning runs (default: "
                                                      "--max-steps)."),
@@ -49,6 +49,8 @@ def transfer(
              "(default: yes, so a tight budget cannot under-train the baseline)."),
     patience: Optional[int] = typer.Option(None, help="Validations without improvement before stopping (default 5)."),
     batch_size: Optional[int] = typer.Option(None, help="Training batch size (default 32)."),
+    augment: Optional[str] = typer.Option(None, help="Fine-tuning augmentation: none | light | standard "
+                                          "(modality-aware flips/rotations, affine, intensity; default none)."),
     lr: Optional[float] = typer.Option(None, help="Head / decoder learning rate (default 1e-3)."),
     probe_lr: Optional[float] = typer.Option(None, help="Frozen linear-probe learning rate (default 1e-2)."),
     encoder_lr_ratio: Optional[float] = typer.Option(None, help="Encoder lr = lr x this when fine-tuning (default 0.1)."),
@@ -79,7 +81,7 @@ def transfer(
         goal_fractions=goal_fractions, patience=patience, batch_size=batch_size,
         lr=lr, probe_lr=probe_lr, encoder_lr_ratio=encoder_lr_ratio, val_policy=val_policy, probe=probe,
         probe_multiscale=probe_multiscale,
-        single_task_rounds=single_task_rounds, progress=progress)
+        single_task_rounds=single_task_rounds, progress=progress, augment=augment)
     console = Console()
     store = run_sweep(database, list(encoder), out, tasks=list(task) if task else None, config=cfg, baseline=baseline,
                       workers=workers)

@@ -33,28 +33,39 @@ class TaskDataset(Dataset):
         task: task name.
         split: ``train``, ``val`` or ``test``; ignored when ``indices`` is given.
         indices: explicit sample indices, e.g. from ``db.fraction_indices``.
-        transform: optional ``f(image, target, rng) -> (image, target)`` on numpy arrays.
+        transform: optional ``f(image, target, rng) -> (image, target)`` on numpy arrays, e.g.
+            :func:`medfoundry.data.augment.make_augmenter`. Plain indexing seeds ``rng`` from the
+            sample index and torch's seed; :class:`BatchStream` seeds it per draw instead
+            (:meth:`sample`), so a sample is augmented differently in every epoch.
+        augment: shorthand for ``transform=make_augmenter(spec, augment)`` (``none``: no transform).
     """
 
     def __init__(self, db: MultiTaskDatabase, task: str, split: str = "train",
                  indices: Sequence[int] | np.ndarray | None = None,
-                 transform: Callable[..., tuple[np.ndarray, Any]] | None = None):
+                 transform: Callable[..., tuple[np.ndarray, Any]] | None = None, augment: str = "none"):
         self.db = db
         self.task = task
         self.spec = db.task(task)
         self.indices = np.asarray(db.split_indices(task, split) if indices is None else indices, dtype=np.int64)
+        if transform is None and augment != "none":
+            from .augment import make_augmenter
+
+            transform = make_augmenter(self.spec, augment)
         self.transform = transform
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, item: int) -> dict[str, Any]:
+        return self.sample(item, (int(self.indices[item]), torch.initial_seed() % (2**32)))
+
+    def sample(self, item: int, rng_key: Sequence[int]) -> dict[str, Any]:
+        """Sample ``item``, its transform (if any) drawing from ``default_rng(rng_key)``."""
         index = int(self.indices[item])
         image = self.db.image(self.task, index)
         target = self.db.target(self.task, index)
         if self.transform is not None:
-            rng = np.random.default_rng([index, torch.initial_seed() % (2**32)])
-            image, target = self.transform(image, target, rng)
+            image, target = self.transform(image, target, np.random.default_rng([int(k) for k in rng_key]))
         return {"image": image, "target": target, "index": index, "spacing": self.db.spacing(self.task, index)}
 
 
@@ -75,7 +86,8 @@ class BatchStream:
     """Endless, resumable stream of shuffled batches of one task, optionally sharded.
 
     The order is a function of ``(seed, epoch)`` only, and the position is two integers, so a
-    trainer can checkpoint ``state_dict()`` and continue exactly where it stopped.
+    trainer can checkpoint ``state_dict()`` and continue exactly where it stopped. A dataset
+    transform (augmentation) draws from ``(seed, epoch, slot)``, so it resumes exactly too.
 
     With ``world_size > 1`` the global batch is split across processes: every process walks
     the same global order and loads only positions ``rank, rank + world_size, ...`` of each
@@ -103,15 +115,16 @@ class BatchStream:
         return rng.permutation(len(self.dataset))
 
     def next_batch(self) -> dict[str, Any]:
-        positions = []
-        while len(positions) < self.batch_size:
+        draws = []  # (sample, epoch, slot in the epoch): the slot seeds the sample's augmentation
+        while len(draws) < self.batch_size:
             if self.position >= len(self._order):
                 self.epoch += 1
                 self.position = 0
                 self._order = self._permutation()
-            positions.append(int(self._order[self.position]))
+            draws.append((int(self._order[self.position]), self.epoch, self.position))
             self.position += 1
-        items = [self.dataset[p] for p in positions[self.rank::self.world_size]]
+        items = [self.dataset.sample(p, (self.seed, epoch, slot, 104729))
+                 for p, epoch, slot in draws[self.rank::self.world_size]]
         return collate(items, self.dataset.task, self.dataset.spec.kind)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:

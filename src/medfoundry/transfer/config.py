@@ -21,12 +21,16 @@ DEFAULT_FRACTIONS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
 class TransferConfig(ConfigBase):
     """Budgets and optimiser settings of every run of a sweep.
 
-    A run trains for ``clip(max_epochs * steps_per_epoch, min_steps, max_steps)`` optimizer
-    steps (an epoch is one pass over the run's training subset), evaluates the primary metric
-    on the validation subset every ``eval_every`` steps (default: once per epoch, but not more
-    often than every ``min_eval_interval`` steps) and stops after ``patience`` evaluations
-    without improvement; the weights of the best validation evaluation are scored on the test
-    split. The test split is never used for any choice.
+    Every run, whatever its encoder (pretrained or random init), follows one convergence rule:
+    it may train for ``clip(max_epochs * steps_per_epoch, min_steps, max_steps)`` optimizer
+    steps (an epoch is one pass over the run's training subset, so the budget grows with the
+    data), evaluates the primary metric on the validation subset every ``eval_every`` steps
+    (default: once per epoch, but not more often than every ``min_eval_interval`` steps) and
+    stops after ``patience`` evaluations without improvement (a plateau); the weights of the
+    best validation evaluation are scored on the test split. A run that ends on its budget
+    instead of a plateau is recorded with ``stop_reason`` ``epochs`` or ``cap`` (``max_steps``
+    was the limit) and flagged "may not have converged". The test split is never used for any
+    choice.
 
     Attributes:
         fractions: training-data fractions in (0, 1].
@@ -71,6 +75,9 @@ class TransferConfig(ConfigBase):
         encoder: architecture of random-init encoders (registry name).
         decoder_channels: width of the decoder of random-init models.
         init_seed: offset of the random-init encoder seed (encoder seed = init_seed + seed).
+        augment: augmentation of fine-tuning batches: ``none``, ``light`` or ``standard``
+            (:mod:`medfoundry.data.augment`). Frozen probes train on cached features of the
+            unaugmented images and ignore it.
         n_boot: bootstrap resamples of the test cases stored per run (for the report's CIs).
         single_task_rounds: pretraining rounds of ``single:<task>`` baseline encoders.
         device: ``auto``, ``cpu``, ``cuda[:N]``.
@@ -86,9 +93,9 @@ class TransferConfig(ConfigBase):
     probe_lr: float = 1e-2
     encoder_lr_ratio: float = 0.1
     weight_decay: float = 1e-4
-    max_epochs: int = 50
+    max_epochs: int = 100
     min_steps: int = 30
-    max_steps: int = 300
+    max_steps: int = 5000
     finetune_max_steps: int | None = None
     goal_fractions: bool = True
     goal_in_domain_fraction: float = 0.01
@@ -104,6 +111,7 @@ class TransferConfig(ConfigBase):
     encoder: str = "resnet_small"
     decoder_channels: int = 64
     init_seed: int = 0
+    augment: str = "none"
     n_boot: int = 200
     single_task_rounds: int = 200
     device: str = "auto"
@@ -147,6 +155,9 @@ class TransferConfig(ConfigBase):
         if self.weight_decay < 0:
             raise bad("weight_decay", "a number >= 0")
         look_up_option(self.val_policy, VAL_POLICIES, what="transfer val_policy")
+        from ..data.augment import check_level
+
+        check_level(self.augment, where="transfer config field 'augment'")
         look_up_option(self.probe, PROBES, what="transfer probe")
         for name in ("goal_in_domain_fraction", "goal_out_of_domain_fraction", "goal_in_domain_ratio"):
             if not 0.0 < float(getattr(self, name)) <= 1.0:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.augment import make_augmenter
 from .config import TransferConfig
 from .loop import RunOutput, TaskData, train_and_score
 
@@ -46,9 +47,20 @@ def run_finetune(model: nn.Module, data: TaskData, train_pos: np.ndarray, val_po
         modules.append(model.decoder)
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     images = data.images
+    augmenter = make_augmenter(spec, cfg.augment)
 
     def forward(pos: np.ndarray) -> Any:
         return model(images[torch.as_tensor(pos)].to(device), spec.name)
 
+    def train_forward(pos: np.ndarray, step: int) -> tuple[Any, list[Any]]:
+        assert augmenter is not None
+        batch, targets = [], []
+        for p in pos:
+            image, target = augmenter(images[int(p)].numpy(), data.targets[int(p)],
+                                      np.random.default_rng([seed, step, int(p)]))
+            batch.append(image)
+            targets.append(target)
+        return model(torch.from_numpy(np.stack(batch)).to(device), spec.name), targets
+
     return train_and_score(modules, optimizer, forward, head.loss, head.decode, data, train_pos, val_pos,
-                           test_pos, cfg, seed, device)
+                           test_pos, cfg, seed, device, train_forward=train_forward if augmenter else None)

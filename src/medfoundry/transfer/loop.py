@@ -18,7 +18,8 @@ from ..errors import DataError
 from ..inference import batch_targets, run_batches
 from .config import TransferConfig
 
-__all__ = ["TaskData", "FitResult", "RunOutput", "fit", "step_budget", "train_and_score"]
+__all__ = ["TaskData", "FitResult", "RunOutput", "fit", "step_budget", "budget_capped", "train_and_score",
+           "STOP_REASONS", "NOT_CONVERGED"]
 
 
 class TaskData:
@@ -52,12 +53,29 @@ class TaskData:
 
 
 def step_budget(n_train: int, cfg: TransferConfig) -> tuple[int, int, int]:
-    """``(batch_size, total_steps, eval_every)`` of a run on ``n_train`` samples."""
+    """``(batch_size, total_steps, eval_every)`` of a run on ``n_train`` samples.
+
+    The budget is in epochs (``max_epochs`` passes over the run's training subset, so it grows
+    with the subset), at least ``min_steps`` and at most ``max_steps``; early stopping on the
+    validation split normally ends a run long before (see :func:`fit`).
+    """
     bs = max(1, min(cfg.batch_size, n_train))
     per_epoch = math.ceil(n_train / bs)
     total = int(np.clip(cfg.max_epochs * per_epoch, cfg.min_steps, cfg.max_steps))
     every = cfg.eval_every or max(per_epoch, cfg.min_eval_interval)
     return bs, total, min(every, total)
+
+
+def budget_capped(n_train: int, cfg: TransferConfig) -> bool:
+    """Whether ``max_steps`` (not the epoch budget) limits a run on ``n_train`` samples."""
+    bs = max(1, min(cfg.batch_size, n_train))
+    return cfg.max_epochs * math.ceil(n_train / bs) > cfg.max_steps
+
+
+# Why a run ended: the validation metric stopped improving for ``patience`` evaluations
+# (converged), the epoch budget ran out while it still improved, or the ``max_steps`` cap did.
+STOP_REASONS = ("plateau", "epochs", "cap")
+NOT_CONVERGED = "may not have converged"
 
 
 @dataclass
@@ -71,6 +89,18 @@ class FitResult:
     epochs: float
     evaluations: int
     train_time_s: float
+    budget_steps: int = 0
+    stop_reason: str = "plateau"
+
+    @property
+    def converged(self) -> bool:
+        """Only a run stopped by a validation plateau is known to have converged."""
+        return self.stop_reason == "plateau"
+
+    def convergence(self) -> dict[str, object]:
+        """The fields a result record keeps about how the run ended."""
+        return {"budget_steps": self.budget_steps, "stop_reason": self.stop_reason, "converged": self.converged,
+                "convergence_note": None if self.converged else NOT_CONVERGED}
 
 
 def _snapshot(modules: Sequence[nn.Module]) -> list[dict[str, torch.Tensor]]:
@@ -94,6 +124,11 @@ def fit(modules: Sequence[nn.Module], optimizer: torch.optim.Optimizer, train_st
         cfg: budgets (see :class:`TransferConfig`).
         seed: seeds the batch order.
         grad_clip: max gradient L2 norm (``None``: off).
+
+    Returns:
+        the training facts, with ``stop_reason``: ``plateau`` (``patience`` evaluations without
+        improvement: converged), ``epochs`` (the epoch budget ran out first) or ``cap``
+        (``max_steps`` ran out first); the last two are flagged "may not have converged".
     """
     bs, total, every = step_budget(n_train, cfg)
     rng = np.random.default_rng([seed, 7919])
@@ -102,6 +137,7 @@ def fit(modules: Sequence[nn.Module], optimizer: torch.optim.Optimizer, train_st
     best_key: tuple[float, float] | None = None
     best_state = _snapshot(modules)
     best_step, best_val, best_loss, bad, evals = 0, float("nan"), float("nan"), 0, 0
+    stop_reason = "cap" if budget_capped(n_train, cfg) else "epochs"
     t0 = time.perf_counter()
     step = 0
     for step in range(1, total + 1):
@@ -133,12 +169,14 @@ def fit(modules: Sequence[nn.Module], optimizer: torch.optim.Optimizer, train_st
             else:
                 bad += 1
                 if bad >= cfg.patience:
+                    stop_reason = "plateau"
                     break
     for m, state in zip(modules, best_state):
         m.load_state_dict(state)
         m.eval()
     return FitResult(steps=step, best_step=best_step, val_primary=float(best_val), val_loss=float(best_loss),
-                     epochs=step * bs / max(n_train, 1), evaluations=evals, train_time_s=time.perf_counter() - t0)
+                     epochs=step * bs / max(n_train, 1), evaluations=evals, train_time_s=time.perf_counter() - t0,
+                     budget_steps=total, stop_reason=stop_reason)
 
 
 @dataclass
@@ -169,20 +207,31 @@ def train_and_score(modules: Sequence[nn.Module], optimizer: torch.optim.Optimiz
                     forward: Callable[[np.ndarray], Any], loss_fn: Callable[[Any, Any], torch.Tensor],
                     decode: Callable[[Any], list[Any]], data: TaskData, train_pos: np.ndarray,
                     val_pos: np.ndarray, test_pos: np.ndarray, cfg: TransferConfig, seed: int,
-                    device: torch.device) -> RunOutput:
+                    device: torch.device,
+                    train_forward: Callable[[np.ndarray, int], tuple[Any, list[Any]]] | None = None
+                    ) -> RunOutput:
     """Early-stopped training on ``train_pos`` (validated on ``val_pos``), then test predictions.
 
     ``forward(positions) -> head output`` maps rows of ``data`` (or of cached features, which
-    share the row order) to the head's raw output.
+    share the row order) to the head's raw output. ``train_forward(positions, step) -> (head
+    output, targets)``, when given, replaces it for training batches (augmentation: the images
+    and their targets change together, seeded by the step).
     """
     from ..evaluation.tasks import primary_score
 
     spec = data.spec
 
+    step = 0
+
     def train_step(batch: np.ndarray) -> torch.Tensor:
+        nonlocal step
+        step += 1  # fit calls this once per optimizer step, in order
         pos = train_pos[batch]
-        tgt = batch_targets(spec.kind, [data.targets[p] for p in pos], device)
-        return loss_fn(forward(pos), tgt)
+        if train_forward is not None:
+            out, targets = train_forward(pos, step)
+        else:
+            out, targets = forward(pos), [data.targets[p] for p in pos]
+        return loss_fn(out, batch_targets(spec.kind, targets, device))
 
     def validate() -> tuple[float, float]:
         if len(val_pos) == 0:  # no validation data: keep the last weights (loss decides nothing)
