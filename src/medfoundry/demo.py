@@ -5,8 +5,8 @@ build the synthetic database -> inspect it -> multi-task pretraining (+ a single
 
 With two or more cores the stages overlap where they are independent: while this process
 pretrains the multi-task encoder (one core), a second process pretrains the single-task
-baseline and runs the sweep's random-init runs, which need no pretrained encoder; the rest of
-the sweep then runs in a pool of worker processes (:func:`medfoundry.transfer.run_sweep`,
+baseline and runs the sweep's random-init and single-task runs, which need no multi-task
+encoder; the rest of the sweep then runs in a pool of worker processes (:func:`medfoundry.transfer.run_sweep`,
 ``workers``). The runs and their settings are the same as one process would do.
 
 The demo is a smoke run (one seed, about 200 training images per task): its report and its
@@ -52,7 +52,8 @@ def _sweep_settings(fractions: tuple[float, ...], seeds: int, device: str) -> di
 
 def _side_work(db_root: str, out: str, single_rounds: int, seed: int, device: str, threads: int,
                settings: dict[str, Any]) -> dict[str, float]:
-    """The second core's share of stage 2: the single-task baseline, then the random-init runs."""
+    """The second core's share of stage 2: the single-task baseline, then the sweep runs that do
+    not need the multi-task encoder (random init and the single-task baseline)."""
     import torch
 
     from .training.pretrain import pretrain_demo
@@ -60,11 +61,14 @@ def _side_work(db_root: str, out: str, single_rounds: int, seed: int, device: st
 
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    pretrain_demo(db_root, Path(out) / f"pretrain_single_{SINGLE_TASK}", rounds=single_rounds, tasks=[SINGLE_TASK],
-                  seed=seed, device=device, progress=False)
+    single = Path(out) / f"pretrain_single_{SINGLE_TASK}"
+    pretrain_demo(db_root, single, rounds=single_rounds, tasks=[SINGLE_TASK], seed=seed, device=device,
+                  progress=False)
     t1 = time.perf_counter()
-    run_sweep(db_root, encoders=["random"], out=Path(out) / "transfer", progress=False, **settings)
-    return {"pretrain_single_s": t1 - t0, "transfer_random_s": time.perf_counter() - t1}
+    # the same encoder strings as stage 3's sweep, which then finds these runs done and skips them
+    run_sweep(db_root, encoders=["random", f"single_task={single / 'model'}"], out=Path(out) / "transfer",
+              progress=False, **settings)
+    return {"pretrain_single_s": t1 - t0, "transfer_random_and_single_s": time.perf_counter() - t1}
 
 
 def run_demo(out: str | Path, seed: int = 0, rounds: int = 200, single_rounds: int = 200,
@@ -119,7 +123,7 @@ def run_demo(out: str | Path, seed: int = 0, rounds: int = 200, single_rounds: i
         from concurrent.futures import ProcessPoolExecutor
 
         console.print(f"meanwhile, in a second process: the single-task baseline ({single_rounds} rounds on "
-                      f"{SINGLE_TASK}) and the random-init runs of the sweep", highlight=False)
+                      f"{SINGLE_TASK}) and the sweep's random-init and single-task runs", highlight=False)
         pool = ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"))
         side = pool.submit(_side_work, str(db_root), str(out), single_rounds, seed, device,
                            threads_per_worker(2), settings)
@@ -131,7 +135,7 @@ def run_demo(out: str | Path, seed: int = 0, rounds: int = 200, single_rounds: i
     single = out / f"pretrain_single_{SINGLE_TASK}"
     if side is not None:
         if plain:
-            console.print("waiting for the single-task baseline and the random-init runs ...", highlight=False)
+            console.print("waiting for the single-task baseline and its sweep runs ...", highlight=False)
         detail.update(side.result())
     else:
         console.rule(f"   single-task baseline ({single_rounds} rounds on {SINGLE_TASK})")
