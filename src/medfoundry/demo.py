@@ -6,8 +6,9 @@ build the synthetic database -> inspect it -> multi-task pretraining (+ a single
 With two or more cores the stages overlap where they are independent: while this process
 pretrains the multi-task encoder (one core), a second process pretrains the single-task
 baseline and runs the sweep's random-init and single-task runs, which need no multi-task
-encoder; the rest of the sweep then runs in a pool of worker processes (:func:`medfoundry.transfer.run_sweep`,
-``workers``). The runs and their settings are the same as one process would do.
+encoder; the rest of the sweep then runs in a pool of worker processes
+(:func:`medfoundry.transfer.run_sweep`, ``workers``). The runs and their settings are the same
+as one process would do.
 
 The demo is a smoke run (one seed, about 200 training images per task): its report and its
 printed summary say so, and no goal is called MET from one seed.
@@ -76,8 +77,8 @@ def run_demo(out: str | Path, seed: int = 0, rounds: int = 200, single_rounds: i
              console: Console | None = None, workers: int = 1) -> Path:
     """Run the demo into ``out``; returns the path of the HTML report.
 
-    ``workers`` > 1 overlaps the single-task baseline and the random-init runs with the
-    multi-task pretraining (in a second process) and runs the rest of the sweep in that many
+    ``workers`` > 1 overlaps the single-task baseline and its sweep runs and the random-init
+    runs with the multi-task pretraining (in a second process) and runs the rest of the sweep in that many
     worker processes; 1 runs everything in this process, one stage after another.
     """
     from .data.inspect import contact_sheet, summarize, summary_table
