@@ -149,7 +149,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             _say(f"[{done}/{total}] {task} {cond:<14} {method:<8} {float(info['seconds_per_case']):.3f} s/case  "
                  f"elapsed {elapsed / 60:.1f} min")
     report = score(out, sdb, conditions, corruptions, severities, methods, args.n_boot, args.max_samples)
+    from medfoundry.robustness.adapt import AdaptConfig
+
     report.update({"seconds": time.perf_counter() - t0, "args": vars(args),
+                   "adapt_settings": {**AdaptConfig().to_dict(),
+                                      "diversity": AdaptConfig().diversity_weight(whole_image=True)},
                    "runs": {str(r): _final_metrics(r) for r in runs}})
     from medfoundry.utils import atomic_write_json
 

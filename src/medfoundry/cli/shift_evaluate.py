@@ -34,10 +34,10 @@ def evaluate_command(
         "--adapt", help="Comma-separated test-time methods, each scored: none, tta, entropy, etta.")] = "none",
     ensemble: Annotated[str, typer.Option(
         "--ensemble", help="How several runs combine: mean (probabilities), vote, staple (segmentation).")] = "mean",
-    adapt_steps: Annotated[Optional[int], typer.Option("--adapt-steps", help="Adam steps per image (default 3).")
+    adapt_steps: Annotated[Optional[int], typer.Option("--adapt-steps", help="Adam steps per image (default 1).")
                            ] = None,
     adapt_lr: Annotated[Optional[float], typer.Option("--adapt-lr", help="Learning rate of the norm affines "
-                                                                         "(default 1e-2).")] = None,
+                                                                         "(default 1e-3).")] = None,
     adapt_mode: Annotated[Optional[str], typer.Option("--adapt-mode", help="reset (per image, default) or "
                                                                            "continual.")] = None,
     rotate: Annotated[bool, typer.Option("--rotate/--no-rotate", help="tta: add in-plane quarter turns to the "

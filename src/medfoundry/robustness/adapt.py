@@ -9,8 +9,10 @@
              BatchNorm) are trained, ``steps`` Adam steps (learning rate ``lr``), each on
              ``patches`` windows of the case drawn (seeded) from the sliding-window grid; the
              loss is the mean voxel entropy divided by its maximum (ln K for softmax, ln 2 per
-             sigmoid region), so it lies in [0, 1]. Then the whole case is predicted with the
-             adapted weights.
+             sigmoid region), so it lies in [0, 1] (minus ``diversity`` times the normalised
+             entropy of the windows' mean prediction for softmax outputs when ``diversity`` is
+             set: off by default here, see :class:`AdaptConfig`). Then the whole case is
+             predicted with the adapted weights.
 ``etta``     entropy test-time adaptation after UKBOB (Bourigault et al., 2025), as this package
              reads the paper's short description ("refine the segmentation output based on the
              model's confidence"; see docs/robustness.md for what was unclear): the loss is the
@@ -43,7 +45,7 @@ import torch
 from ..config import ConfigBase
 
 __all__ = ["ADAPT_METHODS", "AdaptConfig", "TestTimeAdapter", "norm_affine_parameters", "mean_entropy",
-           "peak_memory_mb"]
+           "adaptation_objective", "peak_memory_mb"]
 
 ADAPT_METHODS = ("none", "tta", "entropy", "etta")
 _NORMS = (torch.nn.modules.instancenorm._InstanceNorm, torch.nn.GroupNorm, torch.nn.LayerNorm,
@@ -67,16 +69,28 @@ class AdaptConfig(ConfigBase):
             plane of an axial acquisition): 16 distinct flips and turns instead of 8 flips, twice
             the time. Off by default there; the 2D heads (:mod:`.head_adapt`) take their own
             ``rotate`` (on by default).
+        diversity: weight of the class-marginal term of dense softmax (segmentation) outputs:
+            the objective is the mean voxel entropy minus ``diversity`` times the normalised
+            entropy of the mean prediction (information maximisation). Entropy alone has a
+            trivial minimum, every voxel the majority class, that a weak model drifts towards in
+            a few steps; the marginal term makes that drift cost as much as it gains. 0 is plain
+            TENT. Left out where a class marginal means nothing: pooled outputs (classification:
+            one prediction per case, its own marginal) and sigmoid regions (not exclusive
+            classes; BraTS regions are nested). ``None`` (default): 1 on the 2D heads, whose
+            marginal is the whole image's (:mod:`.head_adapt`), 0 on the volume path, whose
+            steps see a few random windows whose class mix is not the case's (a background
+            window would be pushed towards foreground).
     """
 
     method: str = "none"
-    steps: int = 3
-    lr: float = 1e-2
+    steps: int = 1
+    lr: float = 1e-3
     patches: int = 2
     mode: str = "reset"
     threshold: float = 0.4
     seed: int = 0
     rotate: bool = False
+    diversity: float | None = None
 
     def validate(self) -> None:
         if self.method not in ADAPT_METHODS:
@@ -91,6 +105,19 @@ class AdaptConfig(ConfigBase):
             raise self.bad("lr", "a positive learning rate")
         if not 0.0 < float(self.threshold) <= 1.0:
             raise self.bad("threshold", "a fraction in (0, 1]")
+        if self.diversity is not None:
+            try:
+                ok = float(self.diversity) >= 0
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise self.bad("diversity", "a weight >= 0 (or null: 1 on 2D heads, 0 on volumes)")
+
+    def diversity_weight(self, whole_image: bool) -> float:
+        """``diversity``, or its default where it is ``None``: 1 on whole images, 0 on windows."""
+        if self.diversity is not None:
+            return float(self.diversity)
+        return 1.0 if whole_image else 0.0
 
 
 def norm_affine_parameters(net: torch.nn.Module) -> list[torch.nn.Parameter]:
@@ -113,6 +140,38 @@ def _entropy(p: torch.Tensor, activation: str) -> torch.Tensor:
         return -(p * torch.log(p + eps)).sum(1) / math.log(max(p.shape[1], 2))
     h = -(p * torch.log(p + eps) + (1 - p) * torch.log(1 - p + eps)) / math.log(2)
     return h.mean(1)
+
+
+def _marginal_entropy(p: torch.Tensor, activation: str) -> torch.Tensor:
+    """Normalised entropy (scalar, in [0, 1]) of the mean prediction over the batch and every voxel
+    of dense probabilities (B, K, *S): high when the case's voxels spread over the classes."""
+    m = p.transpose(0, 1).reshape(p.shape[1], -1).mean(1)
+    return _entropy(m[None, :, None], activation).mean()
+
+
+def adaptation_objective(p: torch.Tensor, activation: str, method: str, threshold: float, diversity: float,
+                         flipped: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """What ``entropy`` / ``etta`` minimise on probabilities ``p`` (B, K, *S) or (B, K).
+
+    ``entropy``: the mean normalised voxel entropy. ``etta``: the same of the consensus of ``p``
+    and ``flipped`` (the flipped copy's probabilities, already flipped back), over the elements
+    whose consensus entropy is below ``threshold`` only. Dense softmax outputs then subtract
+    ``diversity`` times the normalised entropy of the case's mean prediction (of ``p``), so that
+    moving every voxel onto one class is not a minimum (:class:`AdaptConfig`).
+
+    Returns:
+        ``(objective, entropy_term)``: the objective to minimise and its entropy part (in [0, 1]),
+        the figure reported as ``loss_before`` / ``loss_after``.
+    """
+    if method == "etta":
+        h = _entropy((p + flipped) / 2 if flipped is not None else p, activation)
+        keep = (h < threshold).float()
+        term = (h * keep).sum() / keep.sum().clamp_min(1.0)
+    else:
+        term = _entropy(p, activation).mean()
+    if diversity > 0 and p.ndim > 2 and activation == "softmax":
+        return term - float(diversity) * _marginal_entropy(p, activation), term
+    return term, term
 
 
 def mean_entropy(probabilities: np.ndarray | torch.Tensor, activation: str = "softmax") -> float:
@@ -175,17 +234,15 @@ class TestTimeAdapter:
         pick = self._rng.choice(len(slices), size=min(self.config.patches, len(slices)), replace=False)
         return torch.cat([x[(slice(None), slice(None), *slices[i])] for i in pick]).to(self.window.device)
 
-    def _loss(self, batch: torch.Tensor) -> torch.Tensor:
+    def _loss(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         act = self.window.activation
         p = self.window.probabilities(batch)
-        if self.config.method == "entropy":
-            return _entropy(p, act).mean()
-        # ETTA: consensus of the window and its flip over the spatial axes, on confident voxels only
-        axes = tuple(range(2, batch.ndim))
-        q = torch.flip(self.window.probabilities(torch.flip(batch, axes)), axes)
-        h = _entropy((p + q) / 2, act)
-        keep = (h < self.config.threshold).float()
-        return (h * keep).sum() / keep.sum().clamp_min(1.0)
+        q = None
+        if self.config.method == "etta":  # consensus of the window and its flip over the spatial axes
+            axes = tuple(range(2, batch.ndim))
+            q = torch.flip(self.window.probabilities(torch.flip(batch, axes)), axes)
+        return adaptation_objective(p, act, self.config.method, float(self.config.threshold),
+                                    self.config.diversity_weight(whole_image=False), q)
 
     def adapt(self, image: torch.Tensor) -> dict[str, float]:
         """Run the Adam steps on windows of ``image`` (C, *S); returns the loss before and after."""
@@ -201,12 +258,12 @@ class TestTimeAdapter:
             with torch.enable_grad():
                 for _ in range(int(self.config.steps)):
                     optimiser.zero_grad(set_to_none=True)
-                    loss = self._loss(batch)
+                    loss, term = self._loss(batch)
                     loss.backward()
                     optimiser.step()
-                    losses.append(float(loss.detach()))
+                    losses.append(float(term.detach()))
             with torch.no_grad():
-                after = float(self._loss(batch))
+                after = float(self._loss(batch)[1])
         finally:
             for p, flag in zip(self.net.parameters(), flags):
                 p.requires_grad_(flag)

@@ -10,7 +10,12 @@
              layers only (:func:`~medfoundry.robustness.adapt.norm_affine_parameters`),
              ``steps`` steps minimising the mean normalised entropy of the head's probabilities
              on that one image (pixels of a segmentation map, the class distribution of a
-             classification); then the image is predicted with the adapted weights.
+             classification), minus ``diversity`` times the normalised entropy of the mean
+             prediction of a segmentation map (class-marginal term, see
+             :class:`~medfoundry.robustness.adapt.AdaptConfig`); then the image is predicted with
+             the adapted weights. Defaults (1 step, lr 1e-3, diversity 1) were chosen on
+             validation data: 3 steps at lr 1e-2 of plain TENT moved a weak head's uncertain
+             pixels to the majority classes (docs/robustness.md, section 6).
 ``etta``     as on the 3D path (:mod:`medfoundry.robustness.adapt`): the loss is the entropy of
              the consensus of the image and its copy flipped over every spatial axis (flipped
              back for dense heads), counted only where it is below ``threshold``; the output
@@ -36,7 +41,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..inference.predictors import Predictor, activate, deactivate, head_activation, tta
-from .adapt import AdaptConfig, _entropy, norm_affine_parameters, peak_memory_mb
+from .adapt import AdaptConfig, _entropy, adaptation_objective, norm_affine_parameters, peak_memory_mb
 
 __all__ = ["HeadAdapter"]
 
@@ -46,7 +51,8 @@ class HeadAdapter:
 
     Args:
         config: :class:`~medfoundry.robustness.adapt.AdaptConfig` (``method``, ``steps``,
-            ``lr``, ``mode``, ``threshold``; ``patches`` does not apply: the whole image is used).
+            ``lr``, ``mode``, ``threshold``, ``diversity``; ``patches`` does not apply: the whole
+            image is used).
         rotate: ``tta`` also averages over in-plane quarter turns.
         plane: the two tensor dims of that rotation (default the last two).
 
@@ -108,17 +114,17 @@ class HeadAdapter:
                        ) -> torch.Tensor:
         return activate(inner(model, task, x), act)
 
-    def _loss(self, inner: Predictor, model: nn.Module, task: str, x: torch.Tensor, act: str) -> torch.Tensor:
+    def _loss(self, inner: Predictor, model: nn.Module, task: str, x: torch.Tensor, act: str
+              ) -> tuple[torch.Tensor, torch.Tensor]:
         p = self._probabilities(inner, model, task, x, act)
-        if self.config.method == "entropy":
-            return _entropy(p, act).mean()
-        axes = tuple(range(2, x.ndim))
-        q = self._probabilities(inner, model, task, torch.flip(x, axes), act)
-        if q.ndim == x.ndim:  # dense: the flipped copy's map is flipped back
-            q = torch.flip(q, axes)
-        h = _entropy((p + q) / 2, act)
-        keep = (h < self.config.threshold).float()
-        return (h * keep).sum() / keep.sum().clamp_min(1.0)
+        q = None
+        if self.config.method == "etta":
+            axes = tuple(range(2, x.ndim))
+            q = self._probabilities(inner, model, task, torch.flip(x, axes), act)
+            if q.ndim == x.ndim:  # dense: the flipped copy's map is flipped back
+                q = torch.flip(q, axes)
+        return adaptation_objective(p, act, self.config.method, float(self.config.threshold),
+                                    self.config.diversity_weight(whole_image=True), q)
 
     def _adapt_one(self, inner: Predictor, model: nn.Module, task: str, x: torch.Tensor, act: str) -> torch.Tensor:
         self._start(x.device)
@@ -137,13 +143,13 @@ class HeadAdapter:
             with torch.enable_grad():
                 for _ in range(int(self.config.steps)):
                     optimiser.zero_grad(set_to_none=True)
-                    loss = self._loss(inner, model, task, x, act)
+                    loss, term = self._loss(inner, model, task, x, act)
                     loss.backward()
                     optimiser.step()
-                    losses.append(float(loss.detach()))
+                    losses.append(float(term.detach()))
             optimiser.zero_grad(set_to_none=True)
             with torch.no_grad():
-                after_loss = float(self._loss(inner, model, task, x, act))
+                after_loss = float(self._loss(inner, model, task, x, act)[1])
                 out = inner(model, task, x)
                 if before is not None:
                     after = activate(out, act)
