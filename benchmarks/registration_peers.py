@@ -2,7 +2,9 @@
 
 Methods, side by side in one run on the same pairs and the same thread count (``--threads``):
 
-* ``medfoundry``: the ``medfoundry register`` command (CLI start-up included);
+* ``medfoundry``: the ``medfoundry register`` command (CLI start-up included), default
+  settings or ``--preset``;
+* ``medfoundry_fast``: the same command with ``--preset brain_mr_fast`` (``--fast-preset``);
 * ``convexadam``: the PyPI package's own entry, ``python -m convexAdam.convex_adam_MIND``
   (default settings);
 * ``ants_syn``: ANTsPy ``ants.registration(type_of_transform="SyN")`` in a process that reads
@@ -23,12 +25,15 @@ afterwards, outside the timed process, by warping the moving grid's coordinate i
 interpolation is exact for a linear function).
 
 The machine's load average is printed with every run: on a shared machine absolute times are
-inflated, so compare the same-run ratios (ours / convexadam wall, ours / ANTs CPU).
+inflated, so compare the same-run ratios (ours / convexadam wall, ours / ANTs CPU; ``fast_*`` for
+``medfoundry_fast``).
 
 Example::
 
     python benchmarks/registration_peers.py --resolution 2 --pairs 3 --threads 2 --out reg_peers_2mm.json
     python benchmarks/registration_peers.py --scaling --methods medfoundry,convexadam --threads 2
+    python benchmarks/registration_peers.py --dataset synth --pairs 3 --threads 2 \
+        --methods medfoundry,medfoundry_fast,ants_syn
 """
 
 from __future__ import annotations
@@ -46,7 +51,8 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("medfoundry", "convexadam", "ants_syn")
+METHODS = ("medfoundry", "medfoundry_fast", "convexadam", "ants_syn")
+OURS = ("medfoundry", "medfoundry_fast")
 
 # The timed ANTs process: read both files, register, record the transform files.
 _ANTS_RUN = """
@@ -118,7 +124,7 @@ def run_process(cmd: list[str], log: Path, threads: int) -> dict[str, Any]:
 
 def peer_status(peers_python: Path) -> dict[str, str | None]:
     """``{method: None if it can run, else the reason}``."""
-    status: dict[str, str | None] = {"medfoundry": None}
+    status: dict[str, str | None] = {name: None for name in OURS}
     modules = {"convexadam": "convexAdam.convex_adam_MIND", "ants_syn": "ants"}
     for method, module in modules.items():
         if not peers_python.exists():
@@ -130,13 +136,15 @@ def peer_status(peers_python: Path) -> dict[str, str | None]:
 
 
 def command(method: str, fixed: Path, moving: Path, work: Path, peers_python: Path,
-            overrides: list[str]) -> tuple[list[str], Path]:
-    """The command line of ``method`` and the file its result will be in."""
-    if method == "medfoundry":
+            overrides: list[str], preset: str | None = None) -> tuple[list[str], Path]:
+    """The command line of ``method`` and the file its result will be in (``preset``: ours only)."""
+    if method in OURS:
         exe = Path(sys.executable).with_name("medfoundry")
         cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "medfoundry"]
         out = work / "disp.nii.gz"
         cmd += ["register", str(fixed), str(moving), "--out", str(out), "--device", "cpu"]
+        if preset:
+            cmd += ["--preset", preset]
         for item in overrides:
             cmd += ["--set", item]
         return cmd, out
@@ -224,14 +232,23 @@ def ratios(results: dict[str, Any]) -> dict[str, float | None]:
     def ratio(a: float | None, b: float | None) -> float | None:
         return None if a is None or not b else a / b
 
-    return {"ours_over_convexadam_wall": ratio(get("medfoundry", "wall_s"), get("convexadam", "wall_s")),
-            "ours_over_convexadam_cpu": ratio(get("medfoundry", "cpu_s"), get("convexadam", "cpu_s")),
-            "ours_over_ants_cpu": ratio(get("medfoundry", "cpu_s"), get("ants_syn", "cpu_s")),
-            "ours_over_ants_wall": ratio(get("medfoundry", "wall_s"), get("ants_syn", "wall_s"))}
+    out: dict[str, float | None] = {}
+    for ours, prefix in (("medfoundry", "ours"), ("medfoundry_fast", "fast")):
+        out.update({f"{prefix}_over_convexadam_wall": ratio(get(ours, "wall_s"), get("convexadam", "wall_s")),
+                    f"{prefix}_over_convexadam_cpu": ratio(get(ours, "cpu_s"), get("convexadam", "cpu_s")),
+                    f"{prefix}_over_ants_cpu": ratio(get(ours, "cpu_s"), get("ants_syn", "cpu_s")),
+                    f"{prefix}_over_ants_wall": ratio(get(ours, "wall_s"), get("ants_syn", "wall_s"))})
+    # Accuracy beside speed: a ratio only counts at equal or better Dice than the peer's.
+    for ours, prefix in (("medfoundry", "ours"), ("medfoundry_fast", "fast")):
+        for peer in ("convexadam", "ants_syn"):
+            a, b = get(ours, "dice"), get(peer, "dice")
+            out[f"{prefix}_minus_{peer}_dice"] = None if a is None or b is None else a - b
+    return out
 
 
 def run_pairs(pairs: list[tuple[str, Path, Path, dict[str, Any] | None]], names: list[str], peers_python: Path,
-              threads: int, overrides: list[str], work: Path, label: str) -> dict[str, Any]:
+              threads: int, overrides: list[str], work: Path, label: str,
+              presets: dict[str, str | None] | None = None) -> dict[str, Any]:
     """Every method on every pair, each run a fresh process; methods interleaved within a pair."""
     status = peer_status(peers_python)
     results: dict[str, Any] = {}
@@ -245,7 +262,8 @@ def run_pairs(pairs: list[tuple[str, Path, Path, dict[str, Any] | None]], names:
                 continue
             folder = work / f"{name}_{case}"
             folder.mkdir(parents=True, exist_ok=True)
-            cmd, result = command(name, fixed, moving, folder, peers_python, overrides if name == "medfoundry" else [])
+            cmd, result = command(name, fixed, moving, folder, peers_python, overrides if name in OURS else [],
+                                  (presets or {}).get(name))
             record = {"case": case, **run_process(cmd, folder / "log.txt", threads)}
             if "error" not in record and truth is not None:
                 record.update(evaluate(truth, read_field(name, result, fixed, moving, peers_python)))
@@ -292,7 +310,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peers-python", type=Path, default=ROOT / ".venv-peers" / "bin" / "python",
                         help="interpreter of the peers' virtual environment")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a medfoundry registration parameter (passed to 'medfoundry register')")
+                        help="override a medfoundry registration parameter (passed to 'medfoundry register', "
+                             "both medfoundry methods)")
+    parser.add_argument("--preset", default=None, help="preset of the 'medfoundry' method (default: its defaults)")
+    parser.add_argument("--fast-preset", default="brain_mr_fast", help="preset of the 'medfoundry_fast' method")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON here (atomically)")
     parser.add_argument("--scaling", action="store_true",
                         help="instead: time and peak RSS on a 160x224x192 1 mm pair, one fresh process per method")
@@ -319,9 +340,11 @@ def main(argv: list[str] | None = None) -> int:
             pairs = [(c, root / "imagesTr" / f"SynthMNI_{c}_0000.nii.gz", root / "imagesTr" / f"SynthMNI_{c}_0001.nii.gz",
                       load_truth(root, c)) for c in cases]
             title = f"method ({args.resolution} mm, {args.pairs} pairs)"
-        results = run_pairs(pairs, names, args.peers_python, args.threads, args.set, work, title)
+        presets = {"medfoundry": args.preset, "medfoundry_fast": args.fast_preset}
+        results = run_pairs(pairs, names, args.peers_python, args.threads, args.set, work, title, presets)
     report = {"mode": "scaling" if args.scaling else "pairs", "resolution_mm": args.resolution, "pairs": args.pairs,
-              "seed": args.seed, "threads": args.threads, "overrides": args.set, "results": results,
+              "seed": args.seed, "threads": args.threads, "overrides": args.set, "presets": presets,
+              "results": results,
               "ratios": ratios(results), "markdown": markdown(results, title)}
     if args.out is not None:
         atomic_write_json(args.out, report)

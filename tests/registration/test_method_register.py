@@ -137,7 +137,7 @@ def test_affine_path_runs_inside_register(pair):
 
 
 def test_presets_and_overrides(tmp_path):
-    assert set(list_presets()) == {"brain_mr", "abdomen_ct", "lung_ct", "multiseq_rigid"}
+    assert set(list_presets()) == {"brain_mr", "brain_mr_fast", "abdomen_ct", "lung_ct", "multiseq_rigid"}
     cfg = get_preset("lung_ct").replace(**parse_overrides(["regularisation=2.5", "inverse_consistency=false",
                                                            "coupling_weights=0.1,0.5"]))
     assert cfg.regularisation == 2.5 and cfg.inverse_consistency is False
