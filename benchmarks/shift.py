@@ -51,7 +51,7 @@ def main() -> None:
 
     from medfoundry.data.adapters.nnunet_folder import import_volumes3d
     from medfoundry.data.synthetic.phantoms3d import BRATS_REGIONS, make_phantoms
-    from medfoundry.robustness.adapt import AdaptConfig
+    from medfoundry.robustness.adapt import VOLUME_LR, VOLUME_STEPS, AdaptConfig
     from medfoundry.robustness.calibration import reliability_diagram
     from medfoundry.robustness.shifts import make_shift_volumes, parse_corruptions, parse_severities
     from medfoundry.segmentation import SegmentConfig, predict_folder, train_segmentation
@@ -88,7 +88,8 @@ def main() -> None:
     for name, (run, method) in variants.items():
         for cond, (images, labels) in conditions.items():
             report = predict_folder(run, images, out / "preds" / name / cond, labels=labels, device=args.device,
-                                    threads=args.threads, adapt=AdaptConfig(method=method))
+                                    threads=args.threads,
+                                    adapt=AdaptConfig(method=method, steps=VOLUME_STEPS, lr=VOLUME_LR))
             values = _score(report)
             mean, lo, hi = mean_ci(values, n_boot=1000, seed=0)
             results.setdefault(name, {})[cond] = {

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-# method, lr, steps, diversity: the TENT defaults first, then smaller steps, then the
+# method, lr, steps, diversity: the former defaults (plain TENT) first, then smaller steps, then the
 # class-marginal term
 GRID = [("entropy", 1e-2, 3, 0.0), ("entropy", 1e-3, 1, 0.0), ("entropy", 1e-3, 3, 0.0),
         ("entropy", 1e-2, 3, 1.0), ("entropy", 3e-3, 3, 1.0), ("entropy", 1e-3, 3, 1.0), ("entropy", 1e-3, 1, 1.0),

@@ -159,3 +159,17 @@ def test_bad_marginal_weight_is_a_one_line_config_error(value):
 
     with pytest.raises(ConfigError, match="diversity"):
         AdaptConfig.from_dict({"method": "entropy", "diversity": value})
+
+
+
+def test_volume_path_keeps_its_own_measured_settings():
+    """The 2D defaults changed; `segment predict` keeps the volume path's settings (its CLI repeats
+    them as option defaults: it may not import torch)."""
+    import inspect
+
+    from medfoundry.cli.segment import predict_cmd
+
+    assert (volume_adapt.VOLUME_STEPS, volume_adapt.VOLUME_LR) != (AdaptConfig().steps, AdaptConfig().lr)
+    params = inspect.signature(predict_cmd).parameters
+    assert params["adapt_steps"].default == volume_adapt.VOLUME_STEPS
+    assert params["adapt_lr"].default == volume_adapt.VOLUME_LR

@@ -44,10 +44,15 @@ import torch
 
 from ..config import ConfigBase
 
-__all__ = ["ADAPT_METHODS", "AdaptConfig", "TestTimeAdapter", "norm_affine_parameters", "mean_entropy",
+__all__ = ["ADAPT_METHODS", "VOLUME_STEPS", "VOLUME_LR", "AdaptConfig", "TestTimeAdapter", "norm_affine_parameters", "mean_entropy",
            "adaptation_objective", "peak_memory_mb"]
 
 ADAPT_METHODS = ("none", "tta", "entropy", "etta")
+# Steps and step size of the volume path (`segment predict`, `VolumePredictor`), measured safe
+# there (docs/robustness.md section 5); the AdaptConfig defaults are the 2D heads', chosen on
+# validation data (section 6). cli/segment.py repeats them as option defaults (it may not import torch).
+VOLUME_STEPS = 3
+VOLUME_LR = 1e-2
 _NORMS = (torch.nn.modules.instancenorm._InstanceNorm, torch.nn.GroupNorm, torch.nn.LayerNorm,
           torch.nn.modules.batchnorm._BatchNorm)
 

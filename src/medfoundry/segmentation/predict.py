@@ -59,7 +59,7 @@ class VolumePredictor:
     def __init__(self, run: str | Path, tta: bool = False, device: str = "auto", overlap: float = 0.5,
                  threads: int = 0, adapt: Any = "none"):
         from ..inference.sliding_window import SlidingWindowPredictor
-        from ..robustness.adapt import AdaptConfig, TestTimeAdapter
+        from ..robustness.adapt import VOLUME_LR, VOLUME_STEPS, AdaptConfig, TestTimeAdapter
         from ..utils import resolve_device
         from .model import load_network, set_cpu_threads
 
@@ -73,7 +73,9 @@ class VolumePredictor:
         self.activation = "sigmoid" if self.regions else "softmax"
         self.window = SlidingWindowPredictor(self.net, self.config["window"], self.activation, overlap=overlap,
                                              tta=tta, device=self.device)
-        cfg = adapt if isinstance(adapt, AdaptConfig) else AdaptConfig(method=str(adapt))
+        if not isinstance(adapt, AdaptConfig):  # a method name: the volume path's measured settings
+            adapt = AdaptConfig(method=str(adapt), steps=VOLUME_STEPS, lr=VOLUME_LR)
+        cfg = adapt
         self.adapter = TestTimeAdapter(self.net, self.window, cfg)
 
     def predict_probabilities(self, image: np.ndarray,
