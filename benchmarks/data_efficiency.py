@@ -70,15 +70,19 @@ class Plan:
     pretrain_tasks: list[str] | None = None  # None: every task of group "pretrain"
     single_tasks: list[str] = field(default_factory=lambda: list(SINGLE_TASKS))
     downstream_tasks: list[str] | None = None  # None: every task of group "downstream"
+    # chosen on the bench val split (benchmarks/recipe_study.py): light augmentation in pretraining,
+    # frozen probes on every encoder stage pooled
+    augment: str = "light"
+    probe_multiscale: bool = True
     estimate_s: dict[str, float] = field(default_factory=dict)
 
     def settings(self, stage: str) -> dict[str, Any]:
         """The fields that define a stage's results (its resume fingerprint)."""
         d = asdict(self)
         keep = {"database": ["scale"],
-                "pretrain": ["scale", "rounds", "batch_size", "pretrain_tasks", "single_tasks"],
+                "pretrain": ["scale", "rounds", "batch_size", "pretrain_tasks", "single_tasks", "augment"],
                 "sweep": ["scale", "rounds", "batch_size", "pretrain_tasks", "single_tasks", "downstream_tasks",
-                          "fractions", "seeds", "finetune_max_steps", "max_steps"]}[stage]
+                          "fractions", "seeds", "finetune_max_steps", "max_steps", "augment", "probe_multiscale"]}[stage]
         d = {k: d[k] for k in keep}
         d["fractions"] = list(d.get("fractions", []))
         return d
@@ -165,7 +169,7 @@ def say(msg: str) -> None:
 
 
 def _pretrain_one(db_root: str, out: str, rounds: int, batch: int, tasks: list[str] | None, device: str,
-                  threads: int, seed: int = 0) -> str:
+                  threads: int, seed: int = 0, augment: str = "none") -> str:
     """One pretraining run (resumed from its checkpoint if it has one); module level so a spawn pool can run it."""
     import torch
 
@@ -175,14 +179,15 @@ def _pretrain_one(db_root: str, out: str, rounds: int, batch: int, tasks: list[s
     torch.set_num_threads(threads)
     cfg = PretrainConfig(database=db_root, out=out, rounds=rounds, tasks=tasks, batch_size=batch, seed=seed,
                          warmup_rounds=max(1, rounds // 10), checkpoint_every=max(1, rounds // 20),
-                         eval_every=0, eval_max_samples=256, progress=False, lr=2e-3, device=device)
+                         eval_every=0, eval_max_samples=256, progress=False, lr=2e-3, device=device,
+                         augment=augment)
     return str(pretrain(cfg))
 
 
 def _pretrain_singles(db_root: str, out: str, rounds: int, batch: int, tasks: list[str], device: str,
-                      threads: int) -> list[str]:
-    return [_pretrain_one(db_root, str(Path(out) / f"pretrain_single_{t}"), rounds, batch, [t], device, threads)
-            for t in tasks]
+                      threads: int, augment: str = "none") -> list[str]:
+    return [_pretrain_one(db_root, str(Path(out) / f"pretrain_single_{t}"), rounds, batch, [t], device, threads,
+                          augment=augment) for t in tasks]
 
 
 def _finished_run(run: Path, rounds: int) -> bool:
@@ -248,15 +253,17 @@ def run_benchmark(out: str | Path, p: Plan, database: str | Path | None = None, 
             from concurrent.futures import ProcessPoolExecutor
 
             pool = ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"))
-            side = pool.submit(_pretrain_singles, str(db_root), str(out), p.rounds, p.batch_size, todo, device, 1)
+            side = pool.submit(_pretrain_singles, str(db_root), str(out), p.rounds, p.batch_size, todo, device, 1,
+                               p.augment)
             pool.shutdown(wait=False)
         if not _finished_run(multi_run, p.rounds):
-            _pretrain_one(str(db_root), str(multi_run), p.rounds, p.batch_size, pretrain_tasks, device, threads)
+            _pretrain_one(str(db_root), str(multi_run), p.rounds, p.batch_size, pretrain_tasks, device, threads,
+                          augment=p.augment)
         say("   multi-task encoder done")
         if side is not None:
             side.result()
         elif todo:
-            _pretrain_singles(str(db_root), str(out), p.rounds, p.batch_size, todo, device, threads)
+            _pretrain_singles(str(db_root), str(out), p.rounds, p.batch_size, todo, device, threads, p.augment)
         say("   single-task encoders done")
         stages.mark("pretrain", p.settings("pretrain"), time.perf_counter() - t0)
         timings["pretrain_s"] = round(time.perf_counter() - t0, 1)
@@ -273,6 +280,7 @@ def run_benchmark(out: str | Path, p: Plan, database: str | Path | None = None, 
         run_sweep(db_root, encoders=encoders, out=sweep, tasks=downstream, workers=p.workers,
                   fractions=p.fractions, seeds=p.seeds, modes=("frozen", "finetune"),
                   finetune_max_steps=p.finetune_max_steps, max_steps=p.max_steps, device=device, progress=False,
+                  probe_multiscale=p.probe_multiscale,
                   # the config refuses min_steps above a cap; the default (30) stays wherever it fits
                   min_steps=min(30, p.finetune_max_steps, p.max_steps),
                   on_run=lambda r: say(f"   {r.get('task')} {r.get('encoder')} {r.get('mode')} "
@@ -324,6 +332,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="pretraining tasks of the single-task encoders (comma-separated, at least 2)")
     parser.add_argument("--workers", type=int, default=None, help="sweep processes (default: the cores, at most 8)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--augment", default="light", choices=("none", "light", "standard"),
+                        help="pretraining augmentation (default light, chosen on the val split by "
+                             "benchmarks/recipe_study.py; the first bench run used none)")
+    parser.add_argument("--probe", default="multiscale", choices=("multiscale", "last"),
+                        help="frozen probe on every encoder stage pooled (default) or the last stage only")
     parser.add_argument("--plan-only", action="store_true", help="print the plan and its estimate, run nothing")
     args = parser.parse_args(argv)
     from medfoundry.transfer.efficiency import available_cores
@@ -337,12 +350,14 @@ def main(argv: list[str] | None = None) -> int:
     exists = bool(args.database) or (out / "db" / "database.yaml").is_file()
     try:
         p = plan(args.hours, cores, quick=args.quick, database_exists=exists, single_tasks=singles)
+        p.augment, p.probe_multiscale = args.augment, args.probe == "multiscale"
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     est = p.estimate_s
     say(f"plan ({'quick, ' if args.quick else ''}{args.hours:g} h on {cores} core(s)): database {p.scale}; "
-        f"pretraining {p.rounds} rounds x batch {p.batch_size} (multi-task and {len(singles)} single-task); "
+        f"pretraining {p.rounds} rounds x batch {p.batch_size}, augment {p.augment} (multi-task and "
+        f"{len(singles)} single-task); frozen probe {'multiscale' if p.probe_multiscale else 'last stage'}; "
         f"sweep fractions {', '.join(f'{100 * f:g}%' for f in p.fractions)}, {p.seeds} seeds, fine-tune cap "
         f"{p.finetune_max_steps} steps, reference cap {p.max_steps} steps")
     say("estimate: " + ", ".join(f"{k[:-2]} {v / 60:.0f} min" for k, v in est.items())

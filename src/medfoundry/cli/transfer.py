@@ -55,10 +55,13 @@ def transfer(
     probe_lr: Optional[float] = typer.Option(None, help="Frozen linear-probe learning rate (default 1e-2)."),
     encoder_lr_ratio: Optional[float] = typer.Option(None, help="Encoder lr = lr x this when fine-tuning (default 0.1)."),
     val_policy: Optional[str] = typer.Option(None, help="scaled (val subset = same fraction) | full (default scaled)."),
+    score_split: Optional[str] = typer.Option(None, help="test | val: val scores on half of the val split and "
+                                              "early-stops on the other half, for choosing a recipe without "
+                                              "reading test (default test)."),
     probe: Optional[str] = typer.Option(None, help="linear | mlp probe for frozen classification (default linear)."),
     probe_multiscale: Optional[bool] = typer.Option(None, "--probe-multiscale/--probe-last-stage",
-                                                    help="Frozen probe on every encoder stage pooled (default: "
-                                                    "last stage)."),
+                                                    help="Frozen probe on every encoder stage pooled (default) "
+                                                    "or on the last stage only."),
     single_task_rounds: Optional[int] = typer.Option(None, help="Pretraining rounds of single:<task> baselines."),
     baseline: bool = typer.Option(True, help="Add the random-init baseline if no random encoder is given."),
     report: bool = typer.Option(True, help="Write report.html when the sweep ends."),
@@ -80,7 +83,7 @@ def transfer(
         finetune_max_steps=finetune_max_steps, reference_full_budget=reference_full_budget,
         goal_fractions=goal_fractions, patience=patience, batch_size=batch_size,
         lr=lr, probe_lr=probe_lr, encoder_lr_ratio=encoder_lr_ratio, val_policy=val_policy, probe=probe,
-        probe_multiscale=probe_multiscale,
+        score_split=score_split, probe_multiscale=probe_multiscale,
         single_task_rounds=single_task_rounds, progress=progress, augment=augment)
     console = Console()
     store = run_sweep(database, list(encoder), out, tasks=list(task) if task else None, config=cfg, baseline=baseline,

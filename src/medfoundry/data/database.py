@@ -38,7 +38,8 @@ from ..errors import DataError
 from ..utils import atomic_write_text
 from .tasks import SPLITS, TaskSpec
 
-__all__ = ["FORMAT_VERSION", "IMAGE_DTYPES", "MultiTaskDatabase", "DatabaseWriter", "TaskWriter", "MANIFEST"]
+__all__ = ["FORMAT_VERSION", "IMAGE_DTYPES", "MultiTaskDatabase", "DatabaseWriter", "TaskWriter", "MANIFEST",
+           "stratified_prefix"]
 
 FORMAT_VERSION = 1
 MANIFEST = "database.yaml"
@@ -193,15 +194,22 @@ class MultiTaskDatabase:
         if not 0.0 < fraction <= 1.0:
             raise DataError(f"fraction must be in (0, 1], got {fraction}", field="fraction")
         indices = self.split_indices(task, split)
-        strata = self.strata(task)[indices]
         rng = np.random.default_rng([seed, zlib.crc32(f"{task}/{split}".encode())])
-        chosen = []
-        for s in np.unique(strata):
-            members = indices[strata == s]
-            members = members[rng.permutation(len(members))]
-            k = max(1, math.floor(fraction * len(members) + 0.5))
-            chosen.append(members[: min(k, len(members))])
-        return np.sort(np.concatenate(chosen)) if chosen else indices[:0]
+        return stratified_prefix(indices, self.strata(task)[indices], fraction, rng)
+
+
+def stratified_prefix(indices: np.ndarray, strata: np.ndarray, fraction: float,
+                      rng: np.random.Generator) -> np.ndarray:
+    """Sorted subset of ``indices`` holding ``fraction`` of each stratum (at least one sample of
+    every non-empty stratum): a prefix of each stratum shuffled by ``rng``, so for one generator
+    state larger fractions contain smaller ones."""
+    chosen = []
+    for s in np.unique(strata):
+        members = indices[strata == s]
+        members = members[rng.permutation(len(members))]
+        k = max(1, math.floor(fraction * len(members) + 0.5))
+        chosen.append(members[: min(k, len(members))])
+    return np.sort(np.concatenate(chosen)) if chosen else indices[:0]
 
 
 def _compute_strata(db: MultiTaskDatabase, task: str) -> np.ndarray:

@@ -269,6 +269,19 @@ def _smoke_banner(reasons: list[str]) -> str:
             "Its verdicts below are INCONCLUSIVE wherever one seed ran.</div>")
 
 
+def _scored_on(cfg: TransferConfig) -> str:
+    """Where a sweep's figures come from, in the words every caption uses."""
+    return "test split" if cfg.score_split == "test" else "scoring half of the val split"
+
+
+def _recipe_banner(cfg: TransferConfig) -> str:
+    if cfg.score_split == "test":
+        return ""
+    return ("<div class='smoke'><b>Recipe tuning: scored on the val split.</b> Every figure here is on the "
+            "scoring half of the val split (early stopping used the other half); the test split was not read. "
+            "Use it to choose settings, then report a test-split sweep.</div>")
+
+
 def _goal_section(verdicts: list[Verdict], cfg: TransferConfig) -> str:
     a_fraction, a_ratio = cfg.goal_in_domain_fraction, cfg.goal_in_domain_ratio
     b_fraction = cfg.goal_out_of_domain_fraction
@@ -283,7 +296,7 @@ def _goal_section(verdicts: list[Verdict], cfg: TransferConfig) -> str:
              f"A check is MET only when the 95 % interval of the paired difference (by seed and test-case "
              f"resample) lies above the threshold, NOT MET when below, INCONCLUSIVE when it straddles the "
              f"threshold, when one seed ran, or when the reference is indistinguishable from chance. "
-             f"All numbers are on the test split.</p>"]
+             f"All numbers are on the {_scored_on(cfg)}.</p>"]
     names = (("A", "Goal A (in-domain)", "no downstream task with role in-domain"),
              ("B", "Goal B (out-of-domain)", "no downstream task with role out-of-domain"),
              ("C", "Goal C (multi-task vs single-task)", "no multi-task and single-task encoders to compare"))
@@ -338,7 +351,7 @@ def _task_section(s: Summary, png: bytes, records: list[dict[str, Any]], cfg: Tr
     img = base64.b64encode(png).decode("ascii")
     links = " ".join(f"<a href='plots/{e(s.task)}.{fmt}'>{fmt.upper()}</a>" for fmt in ("svg", "pdf", "png"))
     return (f"<h2 id='task-{e(s.task)}'>{e(s.task)}</h2>"
-            f"<p>kind: {e(s.kind)}; role: {e(str(s.role or '-'))}; metric: <b>{e(s.metric)}</b> (test split); "
+            f"<p>kind: {e(s.kind)}; role: {e(str(s.role or '-'))}; metric: <b>{e(s.metric)}</b> ({_scored_on(cfg)}); "
             f"chance: {_fmt(s.chance)}; random-init baseline at 100 %: <b>{e(ref_txt)}</b></p>"
             f"<img alt='data-efficiency plot of {e(s.task)}' src='data:image/png;base64,{img}'>"
             f"<p class='small'>Figure files: {links}</p>"
@@ -404,11 +417,12 @@ def build_report(folder: str | Path, title: str | None = None, smoke: bool | Non
     body = [
         f"<h1>{e(title)}</h1>",
         _smoke_banner(reasons),
+        _recipe_banner(goals),
         f"<p class='small'>Generated {e(now)} from {n_ok} runs"
         f"{f' ({n_fail} failed runs not shown in the plots)' if n_fail else ''}. "
-        "Lines: mean over seeds of the primary metric on the test split; bands: 95 % percentile bootstrap "
-        "CI over seeds and test cases; one panel per mode, the number of training images under each "
-        "fraction. Early stopping used the validation split only.</p>",
+        f"Lines: mean over seeds of the primary metric on the {_scored_on(goals)}; bands: 95 % percentile "
+        "bootstrap CI over seeds and scored cases; one panel per mode, the number of training images under "
+        "each fraction. Early stopping used the validation split only.</p>",
         _goal_section(verdicts, goals),
         "<h2>Contents</h2><ul>" + "".join(f"<li><a href='#task-{e(t)}'>{e(t)}</a></li>" for t in sorted(summaries))
         + "</ul>",

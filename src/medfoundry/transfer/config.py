@@ -9,11 +9,12 @@ from typing import Any
 from ..config import ConfigBase
 from ..utils import look_up_option
 
-__all__ = ["TransferConfig", "MODES", "VAL_POLICIES", "PROBES", "DEFAULT_FRACTIONS"]
+__all__ = ["TransferConfig", "MODES", "VAL_POLICIES", "PROBES", "SCORE_SPLITS", "DEFAULT_FRACTIONS"]
 
 MODES = ("frozen", "finetune")
 VAL_POLICIES = ("scaled", "full")
 PROBES = ("linear", "mlp")
+SCORE_SPLITS = ("test", "val")
 DEFAULT_FRACTIONS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
@@ -68,10 +69,17 @@ class TransferConfig(ConfigBase):
         val_policy: ``scaled`` (validation subset = the same stratified fraction of the val
             split, at least one sample per stratum: a 1 % run sees 1 % of the labels in total)
             or ``full`` (the whole val split for every fraction).
+        score_split: the split the best weights are scored on: ``test`` (every reported figure)
+            or ``val``, for choosing a recipe without reading the test split: the val split is
+            then cut once, by a fixed seeded permutation, into a selection half (early stopping,
+            under ``val_policy``) and a scoring half, so no run is scored on the cases that
+            chose its weights.
         probe: frozen classification/multilabel head on the pooled embedding: ``linear`` or
             ``mlp`` (one hidden layer).
-        probe_multiscale: probe on the pooled maps of every encoder stage concatenated instead
-            of the last stage only.
+        probe_multiscale: probe on the pooled maps of every encoder stage concatenated (default)
+            instead of the last stage only. Chosen on the bench val split
+            (``benchmarks/recipe_study.py``): +0.06 to +0.26 balanced accuracy for the multi-task
+            encoder on all three downstream tasks, at 1 % and at 100 %.
         encoder: architecture of random-init encoders (registry name).
         decoder_channels: width of the decoder of random-init models.
         init_seed: offset of the random-init encoder seed (encoder seed = init_seed + seed).
@@ -106,8 +114,9 @@ class TransferConfig(ConfigBase):
     min_eval_interval: int = 10
     patience: int = 5
     val_policy: str = "scaled"
+    score_split: str = "test"
     probe: str = "linear"
-    probe_multiscale: bool = False
+    probe_multiscale: bool = True
     encoder: str = "resnet_small"
     decoder_channels: int = 64
     init_seed: int = 0
@@ -155,6 +164,7 @@ class TransferConfig(ConfigBase):
         if self.weight_decay < 0:
             raise bad("weight_decay", "a number >= 0")
         look_up_option(self.val_policy, VAL_POLICIES, what="transfer val_policy")
+        look_up_option(self.score_split, SCORE_SPLITS, what="transfer score_split")
         from ..data.augment import check_level
 
         check_level(self.augment, where="transfer config field 'augment'")

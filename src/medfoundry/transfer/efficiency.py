@@ -48,6 +48,7 @@ from .finetune import run_finetune
 from .loop import TaskData
 from .probe import FeatureCache, extract_features, run_frozen
 from .results import ResultStore, run_id
+from .splits import run_splits
 
 __all__ = ["run_sweep", "run_transfer", "plan_runs", "reference_only_tasks", "software_versions", "BOOTSTRAP_SEED",
            "available_cores", "threads_per_worker"]
@@ -414,15 +415,8 @@ def _one_run(db: MultiTaskDatabase, data: TaskData, src: EncoderSource, mode: st
     spec = data.spec
     task = spec.name
     t0 = time.perf_counter()
-    train_idx = db.fraction_indices(task, fraction, seed)
-    val_split = db.split_indices(task, "val")
-    if len(val_split) == 0:
-        val_idx = val_split
-    elif cfg.val_policy == "scaled":
-        val_idx = db.fraction_indices(task, fraction, seed, split="val")
-    else:
-        val_idx = val_split
-    test_idx = db.split_indices(task, "test")
+    cases = run_splits(db, task, fraction, seed, cfg)
+    train_idx, val_idx, test_idx = cases.train, cases.select, cases.score
     train_pos, val_pos, test_pos = data.positions(train_idx), data.positions(val_idx), data.positions(test_idx)
     model = build_model(src, spec, cfg, seed)
     if mode == "frozen":
@@ -446,7 +440,7 @@ def _one_run(db: MultiTaskDatabase, data: TaskData, src: EncoderSource, mode: st
         "run_id": run_id(task, src.label, mode, fraction, seed), "status": "ok",
         "task": task, "kind": spec.kind.value, "role": spec.extra.get("role"), "group": spec.group,
         "encoder": src.label, "encoder_kind": src.kind, "encoder_source": src.spec, "mode": mode,
-        "fraction": fraction, "seed": seed,
+        "fraction": fraction, "seed": seed, "score_split": cfg.score_split,
         "n_train": int(len(train_idx)), "n_val": int(len(val_idx)), "n_test": int(len(test_idx)),
         "primary_metric": name, "primary": metrics.get(name, math.nan), "chance": chance_level(spec),
         "metrics": metrics, "val_primary": fit.val_primary, "steps": fit.steps, "best_step": fit.best_step,
