@@ -2,161 +2,195 @@
 each test-time method, with 95 % intervals, and the goal verdicts.
 
 Steps (each skipped when its output exists, so a cut run resumes): phantoms (nnU-Net folder) ->
-short patch training per seed (``--minutes``) -> shifted copies of the held-out cases
-(``medfoundry.robustness.shifts``) -> ``predict_folder`` for none / tta / entropy / etta (first
-seed) and the mean ensemble of all seeds -> ``OUT/shift.json``, a table on stdout,
+patch training per seed (``--steps``, or a ``--minutes`` budget) -> shifted copies of the
+held-out cases (``medfoundry.robustness.shifts``) -> ``predict_folder`` for none / tta / entropy /
+etta (first seed), the mean ensemble of all seeds (and with ``--members`` every other seed
+alone, to compare the ensemble with its average member) -> ``OUT/shift.json``, ``OUT/shift.md``,
 ``OUT/shift_vs_severity.{png,svg}`` and reliability diagrams per method at the middle severity.
+``--runs R0,R1,R2 --images imagesTs --labels labelsTs`` scores your own runs on your own folder.
 
-Score: mean Dice over the regions (WT, TC, ET) per case; the interval is
-``medfoundry.evaluation.stats.mean_ci`` over cases. Goals (issue 11): at the middle severity,
-averaged over corruptions, the best method recovers at least 50 % of the Dice lost to the shift
-(``(method - none) / (in-distribution none - none)``); in distribution each method changes Dice
-by at most 0.01; any method that lowers Dice (beyond the interval) is listed as hurting.
+Score: mean Dice over the regions (WT, TC, ET) per case, averaged over cases. Intervals are 95 %
+percentile intervals over case resamples shared by every method and condition (the shifted
+folders hold the same cases), so each method is compared with ``none`` paired, case by case; the
+goals and their rules are those of the 2D benchmark (``medfoundry.robustness.shift_report``): at
+the middle severity, averaged over corruptions, the best method recovers at least 50 % of the
+Dice lost to the shift; in distribution each method changes Dice by at most 0.01; a method whose
+paired interval lies below 0 is listed as hurting.
 
 Usage::
 
-    python benchmarks/shift.py --out bench_out/shift --minutes 3 --seeds 3 \\
-        --corruptions bias,gamma,gaussian,blur,motion --severities 1,3,5
+    python benchmarks/shift.py --out bench_out/shift3d --steps 800 --seeds 3 --cases 16 \\
+        --test-cases 10 --corruptions bias,gamma,gaussian,blur,motion --severities 1,3,5
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 
-from medfoundry.evaluation.stats import mean_ci
+from medfoundry.robustness.shift_report import (IN_DIST, add_paired_changes, markdown, per_case_replicates,
+                                              percentile_ci, plot, recovery_verdicts)
 from medfoundry.utils import atomic_write_json
+
+METRIC = "mean Dice over the regions or foreground classes"
 
 
 def _score(report) -> np.ndarray:
     return np.array([np.nanmean(list(c["dice"].values())) for c in report["cases"]], dtype=np.float64)
 
 
-def main() -> None:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="bench_out/shift")
-    ap.add_argument("--minutes", type=float, default=3.0, help="training budget per seed")
-    ap.add_argument("--cases", type=int, default=12)
-    ap.add_argument("--test-cases", type=int, default=6)
-    ap.add_argument("--seeds", type=int, default=1, help="training seeds; >1 adds the mean ensemble")
+    ap.add_argument("--out", default="bench_out/shift3d")
+    ap.add_argument("--runs", default=None, help="comma-separated `segment train` runs to score instead of training "
+                                                 "(the first is the single model, all make the ensemble); "
+                                                 "needs --images and --labels")
+    ap.add_argument("--images", default=None, help="held-out images folder (nnU-Net imagesTs) for --runs")
+    ap.add_argument("--labels", default=None, help="its labels folder (labelsTs)")
+    ap.add_argument("--steps", type=int, default=800, help="optimizer steps per seed")
+    ap.add_argument("--minutes", type=float, default=None, help="wall-clock training budget per seed instead")
+    ap.add_argument("--cases", type=int, default=16)
+    ap.add_argument("--test-cases", type=int, default=10)
+    ap.add_argument("--seeds", type=int, default=3, help="training seeds; >1 adds the mean ensemble")
     ap.add_argument("--corruptions", default="bias,gamma,gaussian,blur,motion")
     ap.add_argument("--severities", default="1,3,5")
     ap.add_argument("--methods", default="none,tta,entropy,etta")
+    ap.add_argument("--members", action="store_true",
+                    help="also predict every other seed alone, to compare the ensemble with its average member "
+                         "(two more passes per case and condition)")
+    ap.add_argument("--n-boot", type=int, default=2000)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=0)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    if args.runs and not (args.images and args.labels):
+        ap.error("--runs needs --images and --labels (the held-out folder to shift)")
+    return args
 
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
     from medfoundry.data.adapters.nnunet_folder import import_volumes3d
     from medfoundry.data.synthetic.phantoms3d import BRATS_REGIONS, make_phantoms
-    from medfoundry.robustness.adapt import VOLUME_LR, VOLUME_STEPS, AdaptConfig
-    from medfoundry.robustness.calibration import reliability_diagram
-    from medfoundry.robustness.shifts import make_shift_volumes, parse_corruptions, parse_severities
-    from medfoundry.segmentation import SegmentConfig, predict_folder, train_segmentation
+    from medfoundry.segmentation import SegmentConfig, train_segmentation
 
     out = Path(args.out)
+    t0 = time.perf_counter()
+    if args.runs:
+        runs = [Path(r.strip()) for r in args.runs.split(",") if r.strip()]
+        images, labels = Path(args.images), Path(args.labels)
+    else:
+        raw, db = out / "raw", out / "db"
+        if not (raw / "dataset.json").is_file():
+            make_phantoms(raw, "brain_tumour", cases=args.cases, test_cases=args.test_cases, seed=0)
+        if not (db / "tasks" / "brats").is_dir():
+            import_volumes3d(raw / "imagesTr", raw / "labelsTr", db, "brats", seed=0)
+        budget = {"minutes": args.minutes} if args.minutes else {"steps": args.steps}
+        runs = []
+        for seed in range(args.seeds):
+            run = out / f"run{seed}"
+            if not (run / "model" / "config.json").is_file():
+                cfg = SegmentConfig(database=str(db), task="brats", regions=BRATS_REGIONS, seed=seed,
+                                    device=args.device, checkpoint_every=0, threads=args.threads, **budget)
+                train_segmentation(cfg, run, progress=True)
+            runs.append(run)
+        images, labels = raw / "imagesTs", raw / "labelsTs"
+    report = evaluate(runs, images, labels, out, args)
+    report.update(seconds=time.perf_counter() - t0, args=vars(args))
+    atomic_write_json(out / "shift.json", report)
+    text = markdown(report)
+    tmp = out / "shift.md.tmp"
+    tmp.write_text(text)
+    tmp.replace(out / "shift.md")
+    print(text, flush=True)
+    return report
+
+
+def evaluate(runs: list[Path], images: Path, labels: Path, out: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Shift the held-out folder, predict it per method and condition (resumable), score, plot."""
+    from medfoundry.evaluation.stats import bootstrap_indices
+    from medfoundry.robustness.adapt import VOLUME_LR, VOLUME_STEPS, AdaptConfig
+    from medfoundry.robustness.calibration import ece_from_bins, reliability_diagram
+    from medfoundry.robustness.shifts import make_shift_volumes, parse_corruptions, parse_severities
+    from medfoundry.segmentation import predict_folder
+
     corruptions, severities = parse_corruptions(args.corruptions), parse_severities(args.severities)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    raw, db = out / "raw", out / "db"
-    t0 = time.perf_counter()
-    if not (raw / "dataset.json").is_file():
-        make_phantoms(raw, "brain_tumour", cases=args.cases, test_cases=args.test_cases, seed=0)
-    if not (db / "tasks" / "brats").is_dir():
-        import_volumes3d(raw / "imagesTr", raw / "labelsTr", db, "brats", seed=0)
-    runs = []
-    for seed in range(args.seeds):
-        run = out / f"run{seed}"
-        if not (run / "model" / "config.json").is_file():
-            cfg = SegmentConfig(database=str(db), task="brats", minutes=args.minutes, regions=BRATS_REGIONS, seed=seed,
-                                device=args.device, checkpoint_every=0, threads=args.threads)
-            train_segmentation(cfg, run, progress=True)
-        runs.append(run)
+    if "none" not in methods:
+        raise SystemExit("--methods: 'none' is the reference of every comparison and must be listed")
     shifted = out / "shifted"
     if not shifted.is_dir():
-        make_shift_volumes(raw / "imagesTs", shifted, corruptions, severities, seed=0, labels=raw / "labelsTs")
-    conditions = {"in-distribution": (raw / "imagesTs", raw / "labelsTs")}
+        make_shift_volumes(images, shifted, corruptions, severities, seed=0, labels=labels)
+    conditions = {IN_DIST: (images, labels)}
     conditions.update({f"{c}_s{s}": (shifted / f"{c}_s{s}" / "imagesTs", shifted / f"{c}_s{s}" / "labelsTs")
                        for c in corruptions for s in severities})
-    variants = {m: (runs[0], m) for m in methods}
+    missing = [str(i) for i, _ in conditions.values() if not i.is_dir()]
+    if missing:
+        raise SystemExit(f"{shifted}: {missing[0]} missing (an older suite with other --corruptions or "
+                         "--severities: delete that folder)")
+    variants = {m: ([runs[0]], m) for m in methods}
+    members = [f"seed{k}" for k in range(1, len(runs))] if args.members else []
+    variants.update({name: ([runs[k + 1]], "none") for k, name in enumerate(members)})
     if len(runs) > 1:
-        variants[f"ensemble{len(runs)}"] = (runs, "none")
-    results: dict[str, dict[str, dict]] = {}
+        variants["ensemble"] = (runs, "none")
     middle = severities[len(severities) // 2]
-    bins = {}
-    for name, (run, method) in variants.items():
-        for cond, (images, labels) in conditions.items():
-            report = predict_folder(run, images, out / "preds" / name / cond, labels=labels, device=args.device,
-                                    threads=args.threads,
-                                    adapt=AdaptConfig(method=method, steps=VOLUME_STEPS, lr=VOLUME_LR))
-            values = _score(report)
-            mean, lo, hi = mean_ci(values, n_boot=1000, seed=0)
-            results.setdefault(name, {})[cond] = {
-                "dice": mean, "ci": [lo, hi], "per_case": values.tolist(), "ece": report.get("ece"),
+    per_case: dict[str, dict[str, np.ndarray]] = {}
+    rows: dict[str, dict[str, dict]] = {}
+    bins: dict[str, list] = {}
+    case_names: list[str] | None = None
+    for name, (chosen, method) in variants.items():
+        for cond, (cond_images, cond_labels) in conditions.items():
+            target = out / "preds" / name / cond
+            if (target / "summary.json").is_file():  # a cut run resumes here
+                report = json.loads((target / "summary.json").read_text())
+            else:
+                report = predict_folder(chosen if len(chosen) > 1 else chosen[0], cond_images, target,
+                                        labels=cond_labels, device=args.device, threads=args.threads,
+                                        adapt=AdaptConfig(method=method, steps=VOLUME_STEPS, lr=VOLUME_LR))
+            names = [c["case"] for c in report["cases"]]
+            if case_names is None:
+                case_names = names
+            elif names != case_names:  # paired comparisons need the same cases in the same order
+                raise SystemExit(f"{target}: cases {names} differ from {case_names}; delete {out / 'preds'}")
+            per_case.setdefault(name, {})[cond] = _score(report)
+            rows.setdefault(name, {})[cond] = {
+                "ece": report.get("ece"), "per_case": _score(report).tolist(),
                 "seconds_per_case": float(np.mean([c["seconds"] for c in report["cases"]])),
                 "peak_memory_mb": float(max(c["peak_memory_mb"] for c in report["cases"]))}
-            if cond.endswith(f"_s{middle}") and "reliability_bins" in report:
+            if cond.endswith(f"_s{middle}") and "reliability_bins" in report and name not in members:
                 bins.setdefault(name, []).append(np.array(report["reliability_bins"]))
-            ece = report.get("ece", float("nan"))
-            print(f"{name:>10} {cond:>16}: Dice {mean:.3f} [{lo:.3f}, {hi:.3f}]  ECE {ece:.3f}", flush=True)
+            print(f"{name:>9} {cond:>16}: Dice {np.mean(per_case[name][cond]):.3f}  ECE "
+                  f"{report.get('ece', float('nan')):.3f}  {rows[name][cond]['seconds_per_case']:.1f} s/case",
+                  flush=True)
+    n = len(next(iter(per_case["none"].values())))
+    resamples = bootstrap_indices(n, args.n_boot, seed=0)
+    points = {m: {c: float(np.mean(v)) for c, v in conds.items()} for m, conds in per_case.items()}
+    reps = {m: {c: per_case_replicates(v, resamples) for c, v in conds.items()} for m, conds in per_case.items()}
+    for m, conds in rows.items():
+        for c, row in conds.items():
+            row.update(score=points[m][c], ci=percentile_ci(reps[m][c]))
+    if members:
+        for c, row in rows["ensemble"].items():
+            row["members"] = [points["none"][c]] + [points[k][c] for k in members]
+    scored = [m for m in variants if m not in members]
+    results = {m: rows[m] for m in scored}
+    add_paired_changes(results, points, reps)
+    verdicts = recovery_verdicts(points, reps, results, corruptions, severities, scored)
+    report = {"methods": scored, "severities": severities, "n_boot": args.n_boot,
+              "tasks": {"volumes": {"kind": "segmentation3d", "metric": METRIC, "n": n, "corruptions": corruptions,
+                                    "results": results, "verdicts": verdicts}},
+              "members": {k: rows[k] for k in members}, "runs": [str(r) for r in runs],
+              "adapt_settings": AdaptConfig(steps=VOLUME_STEPS, lr=VOLUME_LR).to_dict()}
     if bins:
-        reliability_diagram({k: np.sum(v, axis=0) for k, v in bins.items()}, out / "reliability_middle.png",
-                            title=f"severity {middle}, all corruptions")
-    verdicts = _verdicts(results, corruptions, middle)
-    _plot(results, corruptions, severities, out / "shift_vs_severity.png")
-    atomic_write_json(out / "shift.json", {"results": results, "verdicts": verdicts,
-                                           "seconds": time.perf_counter() - t0, "args": vars(args)})
-    for line in verdicts["lines"]:
-        print(line)
-
-
-def _verdicts(results, corruptions, middle):
-    base = results["none"]
-    ind = base["in-distribution"]["dice"]
-    lost = np.mean([ind - base[f"{c}_s{middle}"]["dice"] for c in corruptions])
-    lines, recovered = [], {}
-    for name, res in results.items():
-        if name == "none":
-            continue
-        gain = np.mean([res[f"{c}_s{middle}"]["dice"] - base[f"{c}_s{middle}"]["dice"] for c in corruptions])
-        recovered[name] = float(gain / lost) if lost > 0 else float("nan")
-        change = res["in-distribution"]["dice"] - ind
-        share = f"recovers {100 * recovered[name]:.0f} % of the {lost:.3f}" if lost > 0 else \
-            f"changes by {gain:+.3f} the {lost:+.3f} (no loss to recover)"
-        lines.append(f"{name}: {share} Dice lost at severity {middle}; in-distribution change {change:+.3f} "
-                     f"({'ok' if abs(change) <= 0.01 else 'NOT met'})")
-        hurt = [c for c, v in res.items() if v["ci"][1] < base[c]["ci"][0]]
-        if hurt:
-            lines.append(f"  {name} HURTS on: {', '.join(hurt)}")
-    finite = {k: v for k, v in recovered.items() if np.isfinite(v)}
-    best = max(finite, key=lambda k: finite[k]) if finite else None
-    if best is not None:
-        ok = recovered[best] >= 0.5
-        lines.append(f"goal (best method recovers >= 50 %): {best} {100 * recovered[best]:.0f} % -> "
-                     f"{'met' if ok else 'NOT met'}")
-    return {"lost": float(lost), "recovered": recovered, "best": best, "lines": lines}
-
-
-def _plot(results, corruptions, severities, target):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(corruptions), figsize=(3 * len(corruptions), 3), sharey=True, squeeze=False)
-    for ax, c in zip(axes[0], corruptions):
-        for name, res in results.items():
-            xs = [0] + list(severities)
-            ys = [res["in-distribution"]["dice"]] + [res[f"{c}_s{s}"]["dice"] for s in severities]
-            ax.plot(xs, ys, marker="o", markersize=3, label=name)
-        ax.set(title=c, xlabel="severity", xticks=[0] + list(severities))
-    axes[0][0].set_ylabel("mean Dice (WT, TC, ET)")
-    axes[0][-1].legend(fontsize=7)
-    fig.tight_layout()
-    for suffix in (".png", ".svg"):
-        fig.savefig(Path(target).with_suffix(suffix), dpi=120)
-    plt.close(fig)
+        pooled = {k: np.sum(v, axis=0) for k, v in bins.items()}
+        reliability_diagram(pooled, out / "reliability_middle.png", title=f"severity {middle}, all corruptions")
+        report["ece_middle"] = {k: ece_from_bins(v) for k, v in pooled.items()}
+    plot(report, out / "shift_vs_severity.png")
+    return report
 
 
 if __name__ == "__main__":
