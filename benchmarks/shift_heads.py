@@ -121,7 +121,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     shift_db = out / "shift_db"
     if not (shift_db / "database.yaml").is_file():
         _say(f"shift suite: {', '.join(tasks)} x {args.corruptions} x severities {severities} -> {shift_db}")
-        make_shift_database(source, tasks, shift_db, requested, severities, seed=0, overwrite=True)
+        make_shift_database(source, tasks, shift_db, requested, severities, seed=0, overwrite=True,
+                            test_samples=args.max_samples)
     sdb = MultiTaskDatabase.open(shift_db)
     conditions = {t: {IN_DIST: shifted_task_name(t, "none", 0),
                       **{f"{c}_s{s}": shifted_task_name(t, c, s) for c in corruptions[t] for s in severities}}
@@ -131,6 +132,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if missing:
             raise ConfigError(f"{shift_db}: tasks {missing} missing (an older suite with other --corruptions or "
                               "--severities: delete that folder)")
+        wanted = len(_test_indices(src, t, args.max_samples))
+        if len(sdb.split_indices(conds[IN_DIST], "test")) < wanted:
+            raise ConfigError(f"{shift_db}: holds fewer than the {wanted} test samples of {t} asked for (an older "
+                              "suite made with a smaller --max-samples: delete that folder)")
 
     total = sum(len(c) for c in conditions.values()) * len(methods)
     done, started = 0, time.perf_counter()

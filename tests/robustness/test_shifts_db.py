@@ -236,6 +236,29 @@ def test_cli_make_then_validate(source_db, tmp_path, capsys):
     assert "exists" in capsys.readouterr().err
 
 
+def test_test_samples_keep_the_first_test_samples_with_the_full_suites_pixels(source_db, shifted_db, tmp_path,
+                                                                                 capsys):
+    out = tmp_path / "few"
+    assert main(["shift", "make", str(source_db), "--task", "ct_organ_seg", "--out", str(out), "--corruptions",
+                 "gaussian,blur", "--severities", "1,3,5", "--seed", "7", "--test-samples", "2",
+                 "--no-progress"]) == 0
+    few, full, src = (MultiTaskDatabase.open(p) for p in (out, shifted_db, source_db))
+    assert main(["data", "validate", str(out)]) == 0
+    test = src.split_indices("ct_organ_seg", "test")[:2]
+    for name in few.task_names():
+        assert few.num_samples(name) == 6 and list(few.split_indices(name, "test")) == [4, 5]
+        assert list(few.split_indices(name, "train")) == [0, 1]
+        train = src.split_indices("ct_organ_seg", "train")[0]
+        np.testing.assert_array_equal(few.array(name, "images")[0], src.array("ct_organ_seg", "images")[train])
+        for j, i in zip((4, 5), test):
+            np.testing.assert_array_equal(few.array(name, "images")[j], full.array(name, "images")[i])
+            np.testing.assert_array_equal(few.target(name, j), src.target("ct_organ_seg", int(i)))
+            assert sample_provenance(few, name, j)["source_index"] == int(i)
+    assert few.manifest["shift"]["test_samples"] == 2
+    with pytest.raises(ConfigError, match="--test-samples"):
+        make_shift_database(source_db, ["xray_cls"], tmp_path / "z", ["blur"], test_samples=0)
+
+
 def test_bad_requests(source_db, tmp_path):
     with pytest.raises(ConfigError, match="--out"):
         make_shift_database(source_db, ["xray_cls"], source_db, ["blur"])

@@ -57,6 +57,9 @@ def make_cmd(
     scanner: Annotated[Optional[str], typer.Option(
         "--scanner", help="ct or mr, for tomographic tasks whose spec does not say which they are.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out folder.")] = False,
+    test_samples: Annotated[Optional[int], typer.Option(
+        "--test-samples", help="Keep only the first N samples of each split of each task (test shifted, train "
+                               "and val copied); for large sources.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
 ) -> None:
     """Write graded corruptions of database tasks' test splits as tasks of a new database (labels untouched)."""
@@ -66,7 +69,8 @@ def make_cmd(
 
     names, levels = parse_db_corruptions(corruptions), parse_severities(severities)
     shifted = _run_with_bar("shift", lambda cb: make_shift_database(
-        database, task, out, names, levels, seed=seed, scanner=scanner, overwrite=overwrite, progress=cb), progress)
+        database, task, out, names, levels, seed=seed, scanner=scanner, overwrite=overwrite,
+        test_samples=test_samples, progress=cb), progress)
     by_task: dict[str, list[str]] = {}
     for name in shifted.task_names():
         spec = shifted.task(name).extra["shift"]

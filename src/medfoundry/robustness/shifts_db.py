@@ -7,7 +7,10 @@ Every one of them is a complete task with the source's spec, classes, splits and
 train and val samples are copied byte for byte, and only the **test** samples are corrupted
 (with :func:`medfoundry.robustness.shifts.corrupt`, the functions of the 3D folders). So a
 benchmark scores one head on tasks that differ only in the test pixels, no test image enters a
-train split, and the copies validate like their source.
+train split, and the copies validate like their source. With ``test_samples=N`` (``shift make
+--test-samples N``) each new task holds only the first N samples of each split (a large source
+would otherwise be copied whole for every condition); the test pixels are the same as in the
+full suite's copies.
 
 Provenance: every sample's ``sources.json`` entry reads
 ``shift corruption=<c> severity=<s> seed=<seed> task=<T> index=<i>`` (then `` | `` and the
@@ -182,7 +185,7 @@ def _value_range(db: Any, task: str, test: np.ndarray) -> tuple[float, float]:
 def make_shift_database(database: str | Path, tasks: Sequence[str], out: str | Path,
                         corruptions: Sequence[str] | None = None, severities: Sequence[int] = (1, 3, 5), *,
                         seed: int = 0, scanner: str | None = None, overwrite: bool = False,
-                        progress: Callable[[int, int], Any] | None = None) -> Any:
+                        test_samples: int | None = None, progress: Callable[[int, int], Any] | None = None) -> Any:
     """Write database ``out`` holding, per source task, ``T__none_s0`` and ``T__<c>_s<s>`` for every
     corruption and severity (module docstring). The draws of a test sample depend on
     ``(seed, corruption, "T/index")`` only, so the same seed gives the same bytes and the
@@ -197,6 +200,11 @@ def make_shift_database(database: str | Path, tasks: Sequence[str], out: str | P
         seed: seed of every draw.
         scanner: ``ct`` or ``mr`` for tomographic tasks that do not say which they are.
         overwrite: replace an existing ``out``.
+        test_samples: keep only the first N samples of each split (in split order; train and
+            val unshifted, so the copy still validates): every shifted task then holds at most
+            3 N samples, the provenance names each one's source index, and the test pixels are
+            those of the full suite. For large sources, where copying every split for every
+            condition would cost gigabytes.
         progress: ``(done, total)`` callback, counted in samples written.
 
     Returns:
@@ -215,6 +223,8 @@ def make_shift_database(database: str | Path, tasks: Sequence[str], out: str | P
     severities = [int(s) for s in severities]
     if not severities or any(s not in SEVERITIES for s in severities):
         raise ConfigError(f"--severities: expected integers 1..5, got {list(severities)}")
+    if test_samples is not None and (isinstance(test_samples, bool) or int(test_samples) < 1):
+        raise ConfigError(f"--test-samples: expected an integer >= 1, got {test_samples!r}")
     if Path(out).resolve() == Path(database).resolve():
         raise ConfigError(f"--out: must be a new folder, not the source database {database}")
     volumes = stored_task_kinds(database)
@@ -236,11 +246,19 @@ def make_shift_database(database: str | Path, tasks: Sequence[str], out: str | P
     if scanner is not None and not any(str(getattr(spec.modality, "value", spec.modality)) == "tomographic"
                                        for spec, _, _ in plans):
         raise ConfigError(f"--scanner applies to tomographic tasks only; none of {', '.join(tasks)} is tomographic")
-    total = sum(db.num_samples(spec.name) * len(conditions) for spec, _, conditions in plans)
+    def kept(spec: Any, test: np.ndarray) -> np.ndarray:
+        """Source indices written, in the order of the new task's samples (train, val, test with ``test_samples``)."""
+        if test_samples is None:
+            return np.arange(db.num_samples(spec.name))
+        return np.concatenate([np.asarray(db.split_indices(spec.name, split))[:int(test_samples)]
+                               for split in ("train", "val", "test")]).astype(np.int64)
+
+    total = sum(len(kept(spec, test)) * len(conditions) for spec, test, conditions in plans)
     done = 0
     description = f"Shifted test splits of {db.name} ({', '.join(spec.name for spec, _, _ in plans)}), seed {seed}"
     extra = {"shift": {"source_database": str(database), "source_name": db.name, "seed": int(seed),
-                       "tasks": [spec.name for spec, _, _ in plans], "severities": severities}}
+                       "tasks": [spec.name for spec, _, _ in plans], "severities": severities,
+                       "test_samples": test_samples}}
     with DatabaseWriter(out, name=f"{db.name}-shift", description=description, overwrite=overwrite,
                         extra=extra) as writer:
         for spec, test, conditions in plans:
@@ -249,7 +267,13 @@ def make_shift_database(database: str | Path, tasks: Sequence[str], out: str | P
             images = db.array(task, "images")
             spacing = db.array(task, "spacing", required=False)
             sources = _source_entries(db, task, n)
-            splits = {k: v.tolist() for k, v in db.splits(task).items()}
+            order = kept(spec, test)
+            if test_samples is None:
+                splits = {k: v.tolist() for k, v in db.splits(task).items()}
+            else:  # the first N of each split, so the copy still validates; only test is shifted
+                sizes = [min(int(test_samples), len(db.split_indices(task, split))) for split in ("train", "val")]
+                splits = {"train": list(range(sizes[0])), "val": list(range(sizes[0], sum(sizes))),
+                          "test": list(range(sum(sizes), len(order)))}
             is_test = np.zeros(n, bool)
             is_test[test] = True
             lo, hi = _value_range(db, task, test)
@@ -260,15 +284,15 @@ def make_shift_database(database: str | Path, tasks: Sequence[str], out: str | P
                                             "description": f"{spec.description} [shift: {corruption} severity "
                                                            f"{severity}, seed {seed}, test split]".strip(),
                                             "extra": {**(spec.extra or {}), "shift": shift}})
-                tw = writer.add_task(new, n, image_dtype=str(images.dtype))
-                for i in range(n):
+                tw = writer.add_task(new, len(order), image_dtype=str(images.dtype))
+                for j, i in enumerate(order.tolist()):
                     shifted = bool(is_test[i]) and corruption != IN_DISTRIBUTION
                     if shifted:
                         image = np.clip(corrupt(db.image(task, i), corruption, severity, seed=seed,
                                                 case=f"{task}/{i}"), lo, hi)
                     else:  # stored bytes as they are: the copy is exact, whatever the dtype
                         image = np.asarray(images[i])
-                    tw.set_sample(i, image, kind.target(db, task, i),
+                    tw.set_sample(j, image, kind.target(db, task, i),
                                   spacing=None if spacing is None else spacing[i],
                                   source=_provenance(corruption if is_test[i] else IN_DISTRIBUTION,
                                                      severity if is_test[i] else 0, seed, task, i, sources[i]))
