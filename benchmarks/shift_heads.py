@@ -31,7 +31,12 @@ interval lies below 0 on a condition is listed as hurting there.
 
 Usage::
 
-    python benchmarks/shift_heads.py --out bench_out/shift_heads --max-samples 24   # README figures
+    # README figures: three converged runs on a bench-scale source (configs/shift_heads_bench.yaml
+    # says how they were made), the first 200 test images of each task
+    python benchmarks/shift_heads.py --out bench_out/shift_heads_bench \
+        --database bench_out/shift_heads_bench/source_db --max-samples 200 \
+        --runs bench_out/shift_heads_bench/run0,bench_out/shift_heads_bench/run1,bench_out/shift_heads_bench/run2
+    python benchmarks/shift_heads.py --out bench_out/shift_heads                    # 150-round runs, small source
     python benchmarks/shift_heads.py --out /tmp/shift_quick --quick                 # smoke run
 """
 

@@ -87,10 +87,10 @@ def test_import_segmentation_cli_with_mask_values(tmp_path):
 def test_make_synthetic_calls_the_generator(tmp_path, monkeypatch, capsys):
     calls = []
 
-    def fake(out, seed, scale, overwrite, progress, with_3d=False):
+    def fake(out, seed, scale, overwrite, progress, with_3d=False, tasks=None):
         from medfoundry.testing import make_toy_database
 
-        calls.append((str(out), seed, scale, overwrite, progress))
+        calls.append((str(out), seed, scale, overwrite, progress, tasks))
         return make_toy_database(out, seed=seed)
 
     module = types.ModuleType("medfoundry.data.synthetic")
@@ -98,8 +98,11 @@ def test_make_synthetic_calls_the_generator(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "medfoundry.data.synthetic", module)
     out = tmp_path / "syn"
     assert main(["data", "make-synthetic", str(out), "--seed", "3", "--scale", "small", "--overwrite"]) == 0
-    assert calls == [(str(out), 3, "small", True, True)]
+    assert calls == [(str(out), 3, "small", True, True, None)]
     assert "toy_det" in capsys.readouterr().out
+    assert main(["data", "make-synthetic", str(out), "--tasks", "mri_tissue_seg, stain_atypia_cls",
+                 "--overwrite"]) == 0
+    assert calls[-1][-1] == ["mri_tissue_seg", "stain_atypia_cls"]
     assert main(["data", "make-synthetic", str(out), "--scale", "huge"]) == 2  # usage error from click
 
 
