@@ -35,7 +35,7 @@ import numpy as np
 
 from medfoundry.robustness.shift_report import (IN_DIST, add_paired_changes, markdown, per_case_replicates,
                                               percentile_ci, plot, recovery_verdicts)
-from medfoundry.utils import atomic_write_json
+from medfoundry.utils import atomic_write_json, atomic_write_text
 
 METRIC = "mean Dice over the regions or foreground classes"
 
@@ -63,6 +63,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--members", action="store_true",
                     help="also predict every other seed alone, to compare the ensemble with its average member "
                          "(two more passes per case and condition)")
+    ap.add_argument("--ensemble-adapt", default="",
+                    help="comma-separated methods also run on the ensemble's members (variants "
+                         "'ensemble+<method>', e.g. entropy)")
     ap.add_argument("--n-boot", type=int, default=2000)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=0)
@@ -103,9 +106,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     report.update(seconds=time.perf_counter() - t0, args=vars(args))
     atomic_write_json(out / "shift.json", report)
     text = markdown(report)
-    tmp = out / "shift.md.tmp"
-    tmp.write_text(text)
-    tmp.replace(out / "shift.md")
+    atomic_write_text(out / "shift.md", text)
     print(text, flush=True)
     return report
 
@@ -137,6 +138,8 @@ def evaluate(runs: list[Path], images: Path, labels: Path, out: Path, args: argp
     variants.update({name: ([runs[k + 1]], "none") for k, name in enumerate(members)})
     if len(runs) > 1:
         variants["ensemble"] = (runs, "none")
+        for m in [m.strip() for m in args.ensemble_adapt.split(",") if m.strip()]:
+            variants[f"ensemble+{m}"] = (runs, m)
     middle = severities[len(severities) // 2]
     per_case: dict[str, dict[str, np.ndarray]] = {}
     rows: dict[str, dict[str, dict]] = {}

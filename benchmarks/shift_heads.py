@@ -167,10 +167,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                    "adapt_settings": {**AdaptConfig().to_dict(),
                                       "diversity": AdaptConfig().diversity_weight(whole_image=True)},
                    "runs": {str(r): _final_metrics(r) for r in runs}})
-    from medfoundry.utils import atomic_write_json
+    from medfoundry.utils import atomic_write_json, atomic_write_text
 
     atomic_write_json(out / "shift_heads.json", report)
-    _atomic_text(out / "shift_heads.md", markdown(report))
+    atomic_write_text(out / "shift_heads.md", markdown(report))
     plot(report, out / "shift_heads_vs_severity.png")
     for task in tasks:
         for line in report["tasks"][task]["verdicts"]["lines"]:
@@ -181,12 +181,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 def _say(text: str) -> None:
     print(text, flush=True)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def _final_metrics(run: Path) -> Any:
