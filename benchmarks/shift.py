@@ -72,6 +72,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.runs and not (args.images and args.labels):
         ap.error("--runs needs --images and --labels (the held-out folder to shift)")
+    from medfoundry.robustness.adapt import ADAPT_METHODS
+
+    # checked here, not after 30 minutes of training
+    for option, text in (("--methods", args.methods), ("--ensemble-adapt", args.ensemble_adapt)):
+        bad = [m for m in (x.strip() for x in text.split(",")) if m and m not in ADAPT_METHODS]
+        if bad:
+            ap.error(f"{option}: unknown {bad}; expected some of {', '.join(ADAPT_METHODS)}")
+    if "none" not in [m.strip() for m in args.methods.split(",")]:
+        ap.error("--methods: 'none' is the reference of every comparison and must be listed")
     return args
 
 
@@ -121,8 +130,6 @@ def evaluate(runs: list[Path], images: Path, labels: Path, out: Path, args: argp
 
     corruptions, severities = parse_corruptions(args.corruptions), parse_severities(args.severities)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if "none" not in methods:
-        raise SystemExit("--methods: 'none' is the reference of every comparison and must be listed")
     shifted = out / "shifted"
     if not shifted.is_dir():
         make_shift_volumes(images, shifted, corruptions, severities, seed=0, labels=labels)

@@ -124,7 +124,7 @@ def test_heads_benchmark_runs_scores_and_resumes(toy_db, tmp_path, capsys):
 
 # ---------------------------------------------------------------- benchmarks/shift.py (3D volumes)
 
-@pytest.mark.slow  # about 20 s on 2 cores: 2 runs x 3 variants x 2 conditions x 3 tiny cases
+@pytest.mark.slow  # about 20 s on 2 cores: 4 variants (none, etta, seed1, ensemble) x 2 conditions x 3 cases
 def test_volume_benchmark_scores_given_runs_and_resumes(robust_runs, robust_folder, tmp_path):
     import json
 
@@ -151,3 +151,5 @@ def test_volume_benchmark_scores_given_runs_and_resumes(robust_runs, robust_fold
     again = bench.main(argv)                            # resumed: every prediction is on disk
     assert (out / "preds" / "etta" / "blur_s3" / "summary.json").stat().st_mtime_ns == stamp
     assert again["tasks"]["volumes"]["results"] == t["results"]
+    with pytest.raises(SystemExit):                     # a typo fails before any training or prediction
+        bench.main(argv + ["--ensemble-adapt", "entrpy"])
