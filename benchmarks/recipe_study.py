@@ -13,6 +13,14 @@ scored cases] and its paired difference to the baseline variant (the first encod
 first probe setting) with a verdict: better / worse / no clear difference (the interval holds 0).
 ``OUT/recipe_study.{json,md}`` hold the table (``--baseline V --compare-only`` tabulates the
 stored sweeps against another variant, into ``OUT/recipe_study_vs_<V>.*``).
+
+Fine-tuning settings are compared the same way with ``--setting NAME:FIELD=VALUE[,FIELD=VALUE]``
+(any :class:`~medfoundry.transfer.TransferConfig` fields; one sweep folder ``OUT/setting_<NAME>``
+each, the first setting is the baseline), e.g. fine-tuning augmentation, or the learning rate of
+random-init encoders::
+
+    python benchmarks/recipe_study.py --database DB --out bench_out/recipe/finetune_aug -e mt=RUN \
+        --modes finetune --setting none:augment=none --setting light:augment=light
 """
 
 from __future__ import annotations
@@ -30,18 +38,40 @@ from medfoundry.utils import atomic_write_json, atomic_write_text
 PROBES = {"last": False, "multiscale": True}
 
 
-def _sweep(args: argparse.Namespace, probe: str) -> Path:
+def _sweep(args: argparse.Namespace, folder: str, overrides: dict[str, Any]) -> Path:
     from medfoundry.transfer import TransferConfig, run_sweep
 
-    out = Path(args.out) / f"probe_{probe}"
+    out = Path(args.out) / folder
     cfg = TransferConfig(fractions=tuple(args.fractions), seeds=args.seeds, modes=tuple(args.modes),
-                         score_split="val", probe_multiscale=PROBES[probe], device=args.device,
+                         score_split="val", device=args.device,
                          progress=False, max_steps=args.max_steps, min_steps=min(30, args.max_steps),
                          finetune_max_steps=args.finetune_max_steps,
-                         augment=args.finetune_augment)
+                         augment=args.finetune_augment,
+                         goal_fractions=False).replace(**overrides)  # only the fractions asked for
     run_sweep(args.database, args.encoder, out, tasks=args.tasks or None, config=cfg, baseline=False,
               workers=args.workers)
     return out
+
+
+def parse_setting(text: str) -> tuple[str, dict[str, Any]]:
+    """``NAME:FIELD=VALUE[,FIELD=VALUE]`` -> (NAME, overrides); values read as YAML scalars."""
+    import yaml
+
+    from medfoundry.transfer import TransferConfig
+
+    name, sep, body = text.partition(":")
+    if not sep or not re.fullmatch(r"[A-Za-z0-9_.+-]+", name) or not body:
+        raise ValueError(f"--setting {text!r}: expected NAME:FIELD=VALUE[,FIELD=VALUE], NAME of letters, "
+                         "digits and _.+-")
+    known = set(TransferConfig().to_dict())
+    overrides: dict[str, Any] = {}
+    for item in body.split(","):
+        key, eq, value = item.partition("=")
+        if not eq or key.strip() not in known:
+            raise ValueError(f"--setting {text!r}: {key.strip()!r} is not a transfer config field "
+                             f"(expected one of {sorted(known)})")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return name, overrides
 
 
 def _row(p: Any) -> dict[str, float]:
@@ -49,6 +79,9 @@ def _row(p: Any) -> dict[str, float]:
 
 
 def variant_name(label: str, probe: str, mode: str) -> str:
+    """``probe`` is a probe setting (``last``) or, from ``--setting``, ``setting NAME``."""
+    if probe.startswith("setting "):
+        return f"{label} / {probe[len('setting '):]}"
     return f"{label} / probe {probe}" if mode == "frozen" else f"{label} / finetune"
 
 
@@ -114,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-steps", type=int, default=5000)
     ap.add_argument("--finetune-max-steps", type=int, default=None)
     ap.add_argument("--finetune-augment", default="none")
+    ap.add_argument("--setting", action="append", default=[],
+                    help="NAME:FIELD=VALUE[,FIELD=VALUE]: compare these transfer settings instead of probes")
     ap.add_argument("--device", default="auto")
     ap.add_argument("-j", "--workers", type=int, default=1)
     args = ap.parse_args(argv)
@@ -126,12 +161,23 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--probes: unknown {bad}; expected some of {sorted(PROBES)}")
     if "frozen" not in args.modes:
         probes = probes[:1]  # the probe setting only matters to frozen runs
+    # axis of the study: name -> (folder, config overrides); the first is the baseline
+    axis: dict[str, tuple[str, dict[str, Any]]] = {}
+    if args.setting:
+        for text in args.setting:
+            try:
+                name, overrides = parse_setting(text)
+            except ValueError as exc:
+                ap.error(str(exc))
+            axis[f"setting {name}"] = (f"setting_{name}", {"probe_multiscale": PROBES[probes[0]], **overrides})
+    else:
+        axis = {p: (f"probe_{p}", {"probe_multiscale": PROBES[p]}) for p in probes}
     t0 = time.perf_counter()
     folders = {}
-    for probe in probes:
+    for name, (folder, overrides) in axis.items():
         if not args.compare_only:
-            print(f"[{time.strftime('%H:%M:%S')}] sweep on val, probe {probe} ...", flush=True)
-        folders[probe] = Path(args.out) / f"probe_{probe}" if args.compare_only else _sweep(args, probe)
+            print(f"[{time.strftime('%H:%M:%S')}] sweep on val, {name} ...", flush=True)
+        folders[name] = Path(args.out) / folder if args.compare_only else _sweep(args, folder, overrides)
     from medfoundry.transfer import parse_encoder
 
     rows = compare(folders, [parse_encoder(e).label for e in args.encoder], args.baseline)

@@ -55,3 +55,28 @@ def test_study_compares_variants_on_val_only(study, toy_db, tmp_path):
 def test_unknown_probe_setting_is_refused(study, tmp_path):
     with pytest.raises(SystemExit):
         study.main(["--database", str(tmp_path), "--out", str(tmp_path / "o"), "-e", "a=random", "--probes", "deep"])
+
+
+def test_fine_tuning_settings_are_compared_like_probes(study, toy_db, tmp_path):
+    task = next(t for t in toy_db.tasks if toy_db.task(t).kind.value == "classification")
+    out = tmp_path / "study"
+    rc = study.main(["--database", str(toy_db.root), "--out", str(out), "-e", "rand=random", "--tasks", task,
+                     "--modes", "finetune", "--fractions", "1.0", "--seeds", "2", "--max-steps", "2",
+                     "--device", "cpu", "--setting", "slow:scratch_encoder_lr_ratio=0.1",
+                     "--setting", "again:scratch_encoder_lr_ratio=0.1", "--setting", "full:scratch_encoder_lr_ratio=1"])
+    assert rc == 0
+    rows = json.loads((out / "recipe_study.json").read_text())["rows"]
+    by = {r["variant"]: r for r in rows}
+    assert set(by) == {"rand / slow", "rand / again", "rand / full"}
+    assert by["rand / again"]["baseline"] == "rand / slow" and by["rand / again"]["difference"] == 0.0
+    for name, ratio in (("slow", 0.1), ("full", 1.0)):
+        records = json.loads((out / f"setting_{name}" / "results.json").read_text())
+        records = records["records"] if isinstance(records, dict) else records
+        assert {r["fraction"] for r in records} == {1.0}  # no goal fractions added to a study
+        assert {r["encoder_lr_ratio"] for r in records} == {ratio}
+
+
+@pytest.mark.parametrize("text", ["nocolon", "x:not_a_field=1", "x:augment", "bad name:augment=none"])
+def test_malformed_setting_is_refused(study, tmp_path, text):
+    with pytest.raises(SystemExit):
+        study.main(["--database", str(tmp_path), "--out", str(tmp_path / "o"), "-e", "a=random", "--setting", text])

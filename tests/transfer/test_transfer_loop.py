@@ -1,5 +1,7 @@
 """Early stopping of medfoundry.transfer.loop.fit on a scripted validation sequence."""
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -62,6 +64,31 @@ def test_finetune_step_cap():
     # the random-init 100 % reference keeps the full budget unless told otherwise
     assert cfg.for_run("finetune", reference=True).max_steps == 300
     assert cfg.replace(reference_full_budget=False).for_run("finetune", reference=True).max_steps == 20
+
+
+def test_random_init_fine_tunes_its_encoder_at_the_scratch_ratio():
+    cfg = TransferConfig(encoder_lr_ratio=0.1, finetune_max_steps=20, max_steps=300)
+    assert cfg.for_run("finetune").encoder_lr_ratio == 0.1
+    scratch = cfg.for_run("finetune", reference=True, scratch=True)
+    assert (scratch.encoder_lr_ratio, scratch.max_steps) == (1.0, 300)
+    assert cfg.for_run("finetune", scratch=True).max_steps == 20
+    assert cfg.for_run("frozen", scratch=True).encoder_lr_ratio == 0.1  # frozen encoders do not train
+    same = dataclasses.replace(cfg, scratch_encoder_lr_ratio=None)  # None: the pretrained encoders' ratio
+    assert same.for_run("finetune", scratch=True).encoder_lr_ratio == 0.1
+    with pytest.raises(ConfigError, match="scratch_encoder_lr_ratio"):
+        TransferConfig(scratch_encoder_lr_ratio=-1.0)
+
+
+def test_sweep_records_the_learning_rates_each_encoder_fine_tuned_with(toy_db, tmp_path):
+    from medfoundry.transfer import run_sweep
+
+    task = next(t for t in toy_db.tasks if toy_db.task(t).kind.value == "classification")
+    cfg = TransferConfig(fractions=(1.0,), seeds=1, modes=("finetune",), max_steps=2, min_steps=2, n_boot=5,
+                         device="cpu", progress=False, scratch_encoder_lr_ratio=0.5, goal_fractions=False)
+    store = run_sweep(toy_db.root, ["random", "stats=classical"], tmp_path / "sweep", tasks=[task], config=cfg,
+                      baseline=False)
+    ratios = {r["encoder"]: r.get("encoder_lr_ratio") for r in store.records if r["mode"] == "finetune"}
+    assert ratios == {"random": 0.5}  # the classical encoder has no fine-tuning runs
 
 
 def test_goal_fractions_added_by_role():

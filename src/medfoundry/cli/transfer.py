@@ -53,7 +53,10 @@ def transfer(
                                           "(modality-aware flips/rotations, affine, intensity; default none)."),
     lr: Optional[float] = typer.Option(None, help="Head / decoder learning rate (default 1e-3)."),
     probe_lr: Optional[float] = typer.Option(None, help="Frozen linear-probe learning rate (default 1e-2)."),
-    encoder_lr_ratio: Optional[float] = typer.Option(None, help="Encoder lr = lr x this when fine-tuning (default 0.1)."),
+    encoder_lr_ratio: Optional[float] = typer.Option(None, help="Encoder lr = lr x this when fine-tuning a "
+                                                     "pretrained encoder (default 0.1)."),
+    scratch_encoder_lr_ratio: Optional[float] = typer.Option(
+        None, help="The same ratio for random-init encoders (default 1.0: trained from scratch at the full rate)."),
     val_policy: Optional[str] = typer.Option(None, help="scaled (val subset = same fraction) | full (default scaled)."),
     score_split: Optional[str] = typer.Option(None, help="test | val: val scores on half of the val split and "
                                               "early-stops on the other half, for choosing a recipe without "
@@ -82,7 +85,8 @@ def transfer(
         max_epochs=epochs, max_steps=max_steps, min_steps=min_steps,
         finetune_max_steps=finetune_max_steps, reference_full_budget=reference_full_budget,
         goal_fractions=goal_fractions, patience=patience, batch_size=batch_size,
-        lr=lr, probe_lr=probe_lr, encoder_lr_ratio=encoder_lr_ratio, val_policy=val_policy, probe=probe,
+        lr=lr, probe_lr=probe_lr, encoder_lr_ratio=encoder_lr_ratio,
+        scratch_encoder_lr_ratio=scratch_encoder_lr_ratio, val_policy=val_policy, probe=probe,
         score_split=score_split, probe_multiscale=probe_multiscale,
         single_task_rounds=single_task_rounds, progress=progress, augment=augment)
     console = Console()

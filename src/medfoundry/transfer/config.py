@@ -44,7 +44,11 @@ class TransferConfig(ConfigBase):
         lr: learning rate of the head (decoder + head for dense tasks, head when fine-tuning).
         probe_lr: learning rate of the frozen-mode probe on standardised pooled features.
         encoder_lr_ratio: encoder (and adapter) learning rate = ``lr * encoder_lr_ratio`` when
-            fine-tuning.
+            fine-tuning a pretrained encoder (slow, so the new head catches up before the
+            features move).
+        scratch_encoder_lr_ratio: the same ratio for random-init encoders, which have no
+            features to protect: training from scratch at a tenth of the head's rate is a
+            handicap that flatters every pretrained encoder (``None``: ``encoder_lr_ratio``).
         weight_decay: AdamW weight decay.
         max_epochs, min_steps, max_steps: the step budget (see above).
         finetune_max_steps: a lower cap for fine-tuning runs, whose steps cost a full
@@ -100,6 +104,7 @@ class TransferConfig(ConfigBase):
     lr: float = 1e-3
     probe_lr: float = 1e-2
     encoder_lr_ratio: float = 0.1
+    scratch_encoder_lr_ratio: float | None = 1.0
     weight_decay: float = 1e-4
     max_epochs: int = 100
     min_steps: int = 30
@@ -161,6 +166,8 @@ class TransferConfig(ConfigBase):
                 raise bad(name, "a positive number")
         if not self.encoder_lr_ratio >= 0:
             raise bad("encoder_lr_ratio", "a number >= 0")
+        if self.scratch_encoder_lr_ratio is not None and not self.scratch_encoder_lr_ratio >= 0:
+            raise bad("scratch_encoder_lr_ratio", "a number >= 0 or null")
         if self.weight_decay < 0:
             raise bad("weight_decay", "a number >= 0")
         look_up_option(self.val_policy, VAL_POLICIES, what="transfer val_policy")
@@ -178,10 +185,16 @@ class TransferConfig(ConfigBase):
         return {"in-domain": self.goal_in_domain_fraction,
                 "out-of-domain": self.goal_out_of_domain_fraction}.get(role or "")
 
-    def for_run(self, mode: str, reference: bool = False) -> "TransferConfig":
+    def for_run(self, mode: str, reference: bool = False, scratch: bool = False) -> "TransferConfig":
         """The config a run uses: ``finetune_max_steps`` applies to fine-tuning runs, except the
-        random-init 100 % reference when ``reference_full_budget`` is set."""
-        if mode != "finetune" or self.finetune_max_steps is None or (reference and self.reference_full_budget):
+        random-init 100 % reference when ``reference_full_budget`` is set; a random-init
+        (``scratch``) encoder fine-tunes at ``scratch_encoder_lr_ratio``."""
+        if mode != "finetune":
             return self
+        cfg = self
+        if scratch and self.scratch_encoder_lr_ratio is not None:
+            cfg = dataclasses.replace(cfg, encoder_lr_ratio=self.scratch_encoder_lr_ratio)
+        if self.finetune_max_steps is None or (reference and self.reference_full_budget):
+            return cfg
         cap = self.finetune_max_steps
-        return dataclasses.replace(self, max_steps=cap, min_steps=min(self.min_steps, cap))
+        return dataclasses.replace(cfg, max_steps=cap, min_steps=min(self.min_steps, cap))

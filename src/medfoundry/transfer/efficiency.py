@@ -419,6 +419,7 @@ def _one_run(db: MultiTaskDatabase, data: TaskData, src: EncoderSource, mode: st
     train_idx, val_idx, test_idx = cases.train, cases.select, cases.score
     train_pos, val_pos, test_pos = data.positions(train_idx), data.positions(val_idx), data.positions(test_idx)
     model = build_model(src, spec, cfg, seed)
+    lr_facts: dict[str, Any] = {}
     if mode == "frozen":
         model.to(device)
         enc_seed = cfg.init_seed + seed if src.kind == "random" else None
@@ -427,8 +428,9 @@ def _one_run(db: MultiTaskDatabase, data: TaskData, src: EncoderSource, mode: st
         result = run_frozen(model, data, feats, train_pos, val_pos, test_pos, cfg, seed, device)
     else:
         reference = src.kind == "random" and fraction == 1.0
-        result = run_finetune(model, data, train_pos, val_pos, test_pos, cfg.for_run("finetune", reference), seed,
-                              device)
+        run_cfg = cfg.for_run("finetune", reference, scratch=src.kind == "random")
+        result = run_finetune(model, data, train_pos, val_pos, test_pos, run_cfg, seed, device)
+        lr_facts = {"lr": run_cfg.lr, "encoder_lr_ratio": run_cfg.encoder_lr_ratio}
     targets = [data.targets[p] for p in test_pos]
     spacings = [data.spacings[p] for p in test_pos]
     with np.errstate(all="ignore"):
@@ -445,7 +447,7 @@ def _one_run(db: MultiTaskDatabase, data: TaskData, src: EncoderSource, mode: st
         "primary_metric": name, "primary": metrics.get(name, math.nan), "chance": chance_level(spec),
         "metrics": metrics, "val_primary": fit.val_primary, "steps": fit.steps, "best_step": fit.best_step,
         "epochs": round(fit.epochs, 3), "time_s": round(time.perf_counter() - t0, 3), **fit.convergence(),
-        "bootstrap": [float(x) for x in boots],
+        "bootstrap": [float(x) for x in boots], **lr_facts,
         **_confusion(spec, result.test_preds, targets),
     }
 
