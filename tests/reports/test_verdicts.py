@@ -50,6 +50,24 @@ def test_single_seed_and_chance_level_baseline_are_inconclusive():
     assert near_chance.status == "INCONCLUSIVE" and "indistinguishable from chance" in near_chance.text
 
 
+def test_met_needs_a_converged_reference():
+    ref = [0.80, 0.70, 0.90]
+    mt = [r * 0.95 + 0.03 for r in ref]
+    recs = _ind(mt, ref)
+    for r in recs:
+        if r["encoder"] == "random":
+            r.update(converged=r["seed"] != 1, stop_reason="plateau" if r["seed"] != 1 else "cap")
+    v = _verdict(recs)
+    assert v.status == "INCONCLUSIVE" and "1 of 3 seeds" in v.text and "step budget" in v.text
+    below = _ind([r * 0.95 - 0.03 for r in ref], ref)  # failing an under-trained reference still fails
+    for r in below:
+        r["converged"] = False
+    assert _verdict(below).status == "NOT MET"
+    for r in recs:
+        r["converged"] = True
+    assert _verdict(recs).status == "MET"
+
+
 def test_goal_status_aggregates_checks():
     assert goal_status(["MET", "MET"]) == "MET"
     assert goal_status(["MET", "INCONCLUSIVE"]) == "INCONCLUSIVE"

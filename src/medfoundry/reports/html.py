@@ -57,6 +57,7 @@ class Point:
     still_improving: int = 0  # seeds whose best validation came at the last step (budget ran out)
     max_steps: int = 0
     val_mean: float = math.nan  # mean validation score: what may choose between modes
+    unconverged: int = 0  # trained runs that ended on their budget, not on a validation plateau
     # Per-run figures, sorted by seed, kept for paired comparisons (replicates None when absent).
     seed_ids: tuple[int, ...] = field(default=(), repr=False, compare=False)
     values: np.ndarray | None = field(default=None, repr=False, compare=False)
@@ -123,8 +124,11 @@ def summarise(records: list[dict[str, Any]], level: float = 0.95) -> dict[str, S
         steps = max((int(r.get("steps") or 0) for r in runs), default=0)
         val = np.array([np.nan if r.get("val_primary") is None else r["val_primary"] for r in runs], dtype=float)
         val_mean = float(np.nanmean(val)) if np.isfinite(val).any() else math.nan
+        # records older than the stop_reason field say nothing, and count as converged
+        unconverged = sum(1 for r in runs if r.get("converged") is False)
         out[task].curves.setdefault((enc, mode), {})[frac] = Point(
-            mean, lo, hi, len(runs), improving, steps, val_mean, tuple(int(r["seed"]) for r in runs), point, arr)
+            mean, lo, hi, len(runs), improving, steps, val_mean, unconverged, tuple(int(r["seed"]) for r in runs),
+            point, arr)
         if runs[0].get("n_train") is not None:
             out[task].n_train.setdefault(frac, int(runs[0]["n_train"]))
     return out

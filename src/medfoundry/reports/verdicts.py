@@ -144,6 +144,12 @@ def _task_checks(s: "Summary", cfg: TransferConfig) -> list[Verdict]:
                 else f">= random-init at 100 % = {_fmt(threshold)}")
         d = _difference(p, ref, ratio)
         status, why = _decide(d, higher, _caveats(p, ref, s.chance, higher))
+        if status == "MET" and ref.unconverged:
+            # the goals are stated against a converged reference; a reference cut short by its
+            # budget lowers the bar, so passing it proves nothing (failing it still does)
+            status, why = "INCONCLUSIVE", (f"{why}; inconclusive: the random-init reference ended on its step budget "
+                                           f"in {ref.unconverged} of {ref.seeds} seeds, not on a validation plateau, "
+                                           "so a converged reference may be higher (raise --max-steps)")
         chosen = "" if goal == "A" or len(cands) == 1 else " (the mode with the better validation score)"
         out.append(Verdict(goal, s.task, enc, status,
                            f"{enc} ({mode}{chosen}) at {100 * frac:g} %: {s.metric} {_fmt(p.mean)} over "
