@@ -99,8 +99,9 @@ def compare(folders: dict[str, Path], labels: list[str], baseline: str | None = 
             for (enc, mode), pts in s.curves.items():
                 for frac, p in pts.items():
                     curves.setdefault((task, mode, frac), {})[variant_name(enc, probe, mode)] = p
-    order = [variant_name(label, probe, mode) for mode in ("frozen", "finetune") for probe in folders
-             for label in labels]
+    # dict.fromkeys: a --setting variant has one name in both modes
+    order = list(dict.fromkeys(variant_name(label, probe, mode) for mode in ("frozen", "finetune")
+                               for probe in folders for label in labels))
     rows = []
     for (task, mode, frac), by_variant in sorted(curves.items()):
         wanted = baseline or variant_name(labels[0], next(iter(folders)), mode)
