@@ -74,6 +74,10 @@ class Plan:
     # frozen probes on every encoder stage pooled
     augment: str = "light"
     probe_multiscale: bool = True
+    # fine-tuning, chosen on the bench val split at 50 % (benchmarks/recipe_study.py --setting):
+    # light augmentation, and pretrained encoders at the head's learning rate
+    finetune_augment: str = "light"
+    encoder_lr_ratio: float = 1.0
     estimate_s: dict[str, float] = field(default_factory=dict)
 
     def settings(self, stage: str) -> dict[str, Any]:
@@ -82,7 +86,8 @@ class Plan:
         keep = {"database": ["scale"],
                 "pretrain": ["scale", "rounds", "batch_size", "pretrain_tasks", "single_tasks", "augment"],
                 "sweep": ["scale", "rounds", "batch_size", "pretrain_tasks", "single_tasks", "downstream_tasks",
-                          "fractions", "seeds", "finetune_max_steps", "max_steps", "augment", "probe_multiscale"]}[stage]
+                          "fractions", "seeds", "finetune_max_steps", "max_steps", "augment", "probe_multiscale",
+                          "finetune_augment", "encoder_lr_ratio"]}[stage]
         d = {k: d[k] for k in keep}
         d["fractions"] = list(d.get("fractions", []))
         return d
@@ -280,7 +285,8 @@ def run_benchmark(out: str | Path, p: Plan, database: str | Path | None = None, 
         run_sweep(db_root, encoders=encoders, out=sweep, tasks=downstream, workers=p.workers,
                   fractions=p.fractions, seeds=p.seeds, modes=("frozen", "finetune"),
                   finetune_max_steps=p.finetune_max_steps, max_steps=p.max_steps, device=device, progress=False,
-                  probe_multiscale=p.probe_multiscale,
+                  probe_multiscale=p.probe_multiscale, augment=p.finetune_augment,
+                  encoder_lr_ratio=p.encoder_lr_ratio,
                   # the config refuses min_steps above a cap; the default (30) stays wherever it fits
                   min_steps=min(30, p.finetune_max_steps, p.max_steps),
                   on_run=lambda r: say(f"   {r.get('task')} {r.get('encoder')} {r.get('mode')} "
@@ -335,6 +341,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--augment", default="light", choices=("none", "light", "standard"),
                         help="pretraining augmentation (default light, chosen on the val split by "
                              "benchmarks/recipe_study.py; the first bench run used none)")
+    parser.add_argument("--finetune-augment", default="light", choices=("none", "light", "standard"),
+                        help="fine-tuning augmentation (default light, chosen on the val split; the first two "
+                             "bench runs used none)")
+    parser.add_argument("--encoder-lr-ratio", type=float, default=1.0,
+                        help="encoder lr / head lr when fine-tuning a pretrained encoder (default 1.0, chosen on "
+                             "the val split at 50 %%; the first two bench runs used 0.1)")
     parser.add_argument("--probe", default="multiscale", choices=("multiscale", "last"),
                         help="frozen probe on every encoder stage pooled (default) or the last stage only")
     parser.add_argument("--plan-only", action="store_true", help="print the plan and its estimate, run nothing")
@@ -351,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         p = plan(args.hours, cores, quick=args.quick, database_exists=exists, single_tasks=singles)
         p.augment, p.probe_multiscale = args.augment, args.probe == "multiscale"
+        p.finetune_augment, p.encoder_lr_ratio = args.finetune_augment, args.encoder_lr_ratio
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -358,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     say(f"plan ({'quick, ' if args.quick else ''}{args.hours:g} h on {cores} core(s)): database {p.scale}; "
         f"pretraining {p.rounds} rounds x batch {p.batch_size}, augment {p.augment} (multi-task and "
         f"{len(singles)} single-task); frozen probe {'multiscale' if p.probe_multiscale else 'last stage'}; "
+        f"fine-tuning augment {p.finetune_augment}, encoder lr ratio {p.encoder_lr_ratio:g}; "
         f"sweep fractions {', '.join(f'{100 * f:g}%' for f in p.fractions)}, {p.seeds} seeds, fine-tune cap "
         f"{p.finetune_max_steps} steps, reference cap {p.max_steps} steps")
     say("estimate: " + ", ".join(f"{k[:-2]} {v / 60:.0f} min" for k, v in est.items())

@@ -54,6 +54,10 @@ def test_tiny_end_to_end_and_resume(bench, tmp_path, capsys):
     results = json.loads((out / "transfer" / "results.json").read_text())
     encoders = {r["encoder"] for r in (results["runs"] if isinstance(results, dict) else results)}
     assert {"multitask", "single_toy_seg", "single_toy_det", "random", "classical"} <= encoders
+    sweep_cfg = json.loads((out / "transfer" / "config.json").read_text())["transfer"]
+    # the fine-tuning recipe chosen on val reaches the sweep
+    assert (sweep_cfg["augment"], sweep_cfg["encoder_lr_ratio"]) == (p.finetune_augment, p.encoder_lr_ratio) \
+        == ("light", 1.0)
     printed = capsys.readouterr().out
     assert "goal C:" in printed and "training images per fraction" in printed
 
